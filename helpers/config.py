@@ -1,0 +1,320 @@
+"""Every default of the project, as dataclasses: the game, the sandbox, the rewards, training.
+
+The notebook, the command line and the tests all build their settings from here, so a default lives
+in exactly one place. Hardware profiles (`dgx-spark`, `h100`, `cpu-tiny`) are functions that return a
+`TrainingConfig`; `make_config()` picks one (explicitly, from the `GPT_OSS_2048_PROFILE` environment
+variable, or by detecting the GPU) and applies overrides. This module imports no torch: detection
+asks `nvidia-smi`, so it answers in milliseconds on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+PROFILE_ENV = "GPT_OSS_2048_PROFILE"
+"""Environment variable that selects a hardware profile (`dgx-spark`, `h100`, `cpu-tiny`)."""
+
+
+@dataclass(frozen=True)
+class GameConfig:
+    """The 2048 variant the model learns to play."""
+
+    size: int = 6
+    """Board side length (the original: 6x6)."""
+    target: int = 2048
+    """Tile value that wins the game."""
+    probability_fours: float = 0.10
+    """Chance that a spawned tile is a 4 instead of a 2."""
+    keymap: str = "bepo"
+    """Key layout the strategy must answer in: `bepo` (é/u/a/i, the original) or `wasd`."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Hard limits for running generated strategies (enforced from outside their process)."""
+
+    game_timeout: float = 5.0
+    """Wall-clock seconds for a whole game (the original limit)."""
+    call_timeout: float = 0.5
+    """Wall-clock seconds for one `strategy(board)` call."""
+    memory_mb: int = 512
+    """Address-space cap of a worker process, in MiB."""
+    stall_moves: int = 8
+    """Consecutive moves that change nothing before the game ends as `stalled`."""
+    max_workers: int = 0
+    """Worker processes in the pool; 0 means one per CPU core, at most 8."""
+    max_output_chars: int = 2000
+    """Printed output a strategy may produce before it is cut off."""
+    allowed_imports: tuple[str, ...] = (
+        "math",
+        "random",
+        "itertools",
+        "functools",
+        "collections",
+        "heapq",
+        "copy",
+        "typing",
+        "operator",
+        "statistics",
+        "bisect",
+    )
+    """Modules a strategy may import; anything else is cheating."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward table (the original values) and how strategies are scored."""
+
+    works: float = 1.0
+    """function_works: a single well-formed `def strategy(board)`."""
+    works_missing: float = -2.0
+    """function_works: nothing extracted, or a syntax error."""
+    works_malformed: float = -0.5
+    """function_works: parses, but the wrong signature or extra top-level code."""
+    clean: float = 1.0
+    """no_cheating: only allowed imports and names."""
+    cheating: float = -20.0
+    """no_cheating: a forbidden import, name or attribute."""
+    cheating_missing: float = -1.0
+    """no_cheating: nothing extracted."""
+    success: float = 20.0
+    """strategy_succeeds: the game was won."""
+    failed: float = 2.0
+    """strategy_succeeds: the game ended without a win (including an invalid key)."""
+    timeout: float = -1.0
+    """strategy_succeeds: the game or a call ran out of time, or the moves stalled."""
+    error: float = -3.0
+    """strategy_succeeds: the strategy raised."""
+    not_executed: float = 0.0
+    """strategy_succeeds: nothing was run (nothing extracted, syntax error, rejected)."""
+    games_per_completion: int = 1
+    """Seeded games each completion plays; the reward is their mean."""
+    seed: int = 3407
+    """Seed of the first game; all completions of a step play the same seeds."""
+    graded: bool = False
+    """Add the graded reward (score relative to random play on the same seeds) to the trainer."""
+    graded_scale: float = 10.0
+    """The graded reward's value for a strategy that doubles random play's score."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Model, LoRA and GRPO settings; the profiles below fill it for each kind of machine."""
+
+    profile: str = "dgx-spark"
+    """Name of the hardware profile these values came from."""
+    model_name: str = "unsloth/gpt-oss-20b"
+    """Hugging Face id or local folder of the model."""
+    load_in_4bit: bool = True
+    """Load the base weights in 4-bit (bitsandbytes); False loads 16-bit."""
+    offload_embedding: bool = True
+    """Keep the embedding matrix on the CPU (Unsloth) to save GPU memory."""
+    max_seq_length: int = 768
+    """Prompt plus completion tokens."""
+    lora_rank: int = 4
+    """LoRA rank r."""
+    lora_alpha: int = 8
+    """LoRA alpha (scale = alpha / r)."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Modules that receive LoRA adapters."""
+    max_completion_length: int = 200
+    """Tokens the model may generate per completion."""
+    per_device_train_batch_size: int = 1
+    """Completions per device per micro-batch."""
+    gradient_accumulation_steps: int = 4
+    """Micro-batches per optimiser step."""
+    num_generations: int = 2
+    """Completions per prompt (the GRPO group size)."""
+    learning_rate: float = 5e-5
+    """Peak learning rate."""
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule."""
+    weight_decay: float = 0.001
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps spent warming up."""
+    optim: str = "adamw_8bit"
+    """Optimiser name as TRL/transformers spell it."""
+    temperature: float = 1.0
+    """Sampling temperature for the GRPO generations."""
+    max_steps: int = 1000
+    """Optimiser steps to train."""
+    save_steps: int = 100
+    """A checkpoint every this many steps."""
+    logging_steps: int = 1
+    """Log metrics every this many steps."""
+    output_dir: str = "outputs"
+    """Where checkpoints, metrics.jsonl and exports go."""
+    reasoning_effort: str = "low"
+    """gpt-oss reasoning effort passed to the chat template."""
+    dataset_size: int = 1000
+    """Rows of the (repeated) prompt dataset."""
+    seed: int = 3407
+    """Seed for LoRA init, sampling and data order."""
+    use_unsloth: bool = True
+    """Use Unsloth's FastLanguageModel when a CUDA GPU is present."""
+    gradient_checkpointing: str = "unsloth"
+    """Gradient checkpointing: `unsloth`, `true` or `false`."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs, grouped by concern."""
+
+    game: GameConfig = field(default_factory=GameConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    profile_reason: str = ""
+    """Why this profile was picked (printed by the notebook and the CLI)."""
+
+
+# --- hardware profiles ----------------------------------------------------------------------------
+
+
+def dgx_spark() -> TrainingConfig:
+    """The original configuration exactly: gpt-oss-20b in 4-bit on a GB10 (about 90 s a step)."""
+    return TrainingConfig(profile="dgx-spark")
+
+
+def h100() -> TrainingConfig:
+    """Large-memory GPUs (H100/H200): 16-bit weights and a bigger GRPO group per step."""
+    return TrainingConfig(
+        profile="h100",
+        load_in_4bit=False,
+        offload_embedding=False,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        num_generations=8,
+    )
+
+
+def cpu_tiny() -> TrainingConfig:
+    """A tiny random gpt-oss built locally: the whole pipeline on a laptop CPU in a minute."""
+    return TrainingConfig(
+        profile="cpu-tiny",
+        model_name="outputs/tiny-gpt-oss",
+        load_in_4bit=False,
+        offload_embedding=False,
+        max_seq_length=512,
+        lora_rank=4,
+        lora_alpha=8,
+        max_completion_length=32,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        num_generations=2,
+        learning_rate=1e-3,
+        optim="adamw_torch",
+        max_steps=4,
+        save_steps=2,
+        dataset_size=16,
+        output_dir="outputs/cpu-tiny",
+        use_unsloth=False,
+        gradient_checkpointing="false",
+    )
+
+
+PROFILES = {"dgx-spark": dgx_spark, "h100": h100, "cpu-tiny": cpu_tiny}
+
+
+def _gpus() -> list[tuple[str, int]]:
+    """(name, memory in MiB) of each NVIDIA GPU, from nvidia-smi; empty when there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, mem = line.rpartition(",")
+        try:
+            gpus.append((name.strip(), int(float(mem))))
+        except ValueError:  # GB10's unified memory reports "[N/A]"
+            gpus.append((name.strip(), 0))
+    return gpus
+
+
+def detect_profile() -> tuple[str, str]:
+    """Pick a profile for this machine; returns (name, the reason in words)."""
+    env = os.environ.get(PROFILE_ENV)
+    if env:
+        if env not in PROFILES:
+            raise ValueError(f"{PROFILE_ENV}={env!r} is not a profile; choose one of {sorted(PROFILES)}")
+        return env, f"set by the environment variable {PROFILE_ENV}"
+    gpus = _gpus()
+    if not gpus:
+        return "cpu-tiny", "no NVIDIA GPU found: the tiny random gpt-oss runs the whole pipeline on the CPU"
+    name, mem = gpus[0]
+    if "GB10" in name.upper() or mem == 0:
+        return "dgx-spark", f"{name} with unified memory: the original 4-bit configuration"
+    if mem >= 70 * 1024:
+        return "h100", f"{name} with {mem / 1024:.0f} GiB: 16-bit weights and 8 generations per step"
+    return "dgx-spark", f"{name} with {mem / 1024:.0f} GiB: the memory-frugal 4-bit configuration"
+
+
+def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in fields(obj)}
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {where} setting(s) {unknown}; known: {sorted(names)}")
+    converted = {}
+    for key, value in overrides.items():
+        current = getattr(obj, key)
+        if isinstance(current, tuple) and isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(current, bool) and isinstance(value, str):
+            if value.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(f"{where}.{key} must be true or false, not {value!r}")
+            value = value.lower() in {"1", "true", "yes"}
+        elif isinstance(current, (int, float)) and not isinstance(current, bool) and isinstance(value, str):
+            try:
+                value = type(current)(value)
+            except ValueError:
+                raise ValueError(f"{where}.{key} must be a {type(current).__name__}, not {value!r}") from None
+        converted[key] = value
+    return replace(obj, **converted)
+
+
+def make_config(
+    profile: str | None = None,
+    *,
+    game: dict[str, Any] | None = None,
+    sandbox: dict[str, Any] | None = None,
+    rewards: dict[str, Any] | None = None,
+    **training: Any,
+) -> Config:
+    """Build the run's configuration: a profile (given, from the environment, or detected) plus overrides.
+
+    Example: `make_config("h100", max_steps=50, game={"size": 4})`. Unknown keys raise a ValueError that
+    lists the known ones; string values (from a command line) are converted to the field's type.
+    """
+    if profile is None:
+        profile, reason = detect_profile()
+    elif profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    else:
+        reason = "chosen explicitly"
+    return Config(
+        game=_apply(GameConfig(), game or {}, "game"),
+        sandbox=_apply(SandboxConfig(), sandbox or {}, "sandbox"),
+        rewards=_apply(RewardConfig(), rewards or {}, "rewards"),
+        training=_apply(PROFILES[profile](), training, "training"),
+        profile_reason=reason,
+    )
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """The configuration as plain JSON-able data (saved beside checkpoints, compared on resume)."""
+    return dataclasses.asdict(config)

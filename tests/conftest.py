@@ -1,0 +1,48 @@
+"""Shared test set-up: one CPU thread per process, GPU tests skipped without a GPU, the tiny model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+# Set before torch is imported anywhere: on a busy 2-core box two threads made a tiny GRPO step
+# 30-60x slower. Worker processes inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+def _has_cuda_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_cuda_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU host: see benchmarks/RESULTS.md)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random gpt-oss (model + tokenizer with a gpt-oss-like chat template), built once per session."""
+    from helpers.model import make_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-gpt-oss")
+    make_tiny_model(path)
+    return path

@@ -1,0 +1,75 @@
+"""The configuration: profiles, detection, overrides and their errors."""
+
+import pytest
+
+from helpers import config as cfg
+
+
+def test_dgx_spark_is_the_original_configuration():
+    t = cfg.make_config("dgx-spark").training
+    assert (t.model_name, t.load_in_4bit, t.offload_embedding, t.max_seq_length) == ("unsloth/gpt-oss-20b", True, True, 768)
+    assert (t.lora_rank, t.lora_alpha, t.max_completion_length) == (4, 8, 200)
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_generations) == (1, 4, 2)
+    assert (t.learning_rate, t.lr_scheduler_type, t.optim, t.save_steps, t.max_steps) == (5e-5, "linear", "adamw_8bit", 100, 1000)
+    assert (t.weight_decay, t.warmup_ratio, t.temperature, t.reasoning_effort) == (0.001, 0.1, 1.0, "low")
+
+
+def test_defaults_match_the_original_game_and_rewards():
+    c = cfg.make_config("cpu-tiny")
+    assert (c.game.size, c.game.target, c.game.keymap, c.sandbox.game_timeout) == (6, 2048, "bepo", 5.0)
+    r = c.rewards
+    assert (r.works, r.works_missing, r.works_malformed) == (1.0, -2.0, -0.5)
+    assert (r.clean, r.cheating, r.cheating_missing) == (1.0, -20.0, -1.0)
+    assert (r.success, r.failed, r.timeout, r.error, r.not_executed) == (20.0, 2.0, -1.0, -3.0, 0.0)
+
+
+def test_overrides_convert_strings_from_a_command_line():
+    c = cfg.make_config("h100", max_steps="7", load_in_4bit="true", game={"size": "4"}, target_modules="q_proj,v_proj")
+    assert c.training.max_steps == 7 and c.training.load_in_4bit is True and c.game.size == 4
+    assert c.training.target_modules == ("q_proj", "v_proj")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_stepz": 3}, "unknown training setting"),
+        ({"game": {"sise": 4}}, "unknown game setting"),
+        ({"max_steps": "many"}, "must be a int"),
+        ({"load_in_4bit": "maybe"}, "must be true or false"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cfg.make_config("cpu-tiny", **kwargs)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ValueError, match="cpu-tiny"):
+        cfg.make_config("tpu-pod")
+
+
+def test_environment_variable_selects_the_profile(monkeypatch):
+    monkeypatch.setenv(cfg.PROFILE_ENV, "h100")
+    c = cfg.make_config()
+    assert c.training.profile == "h100" and "environment" in c.profile_reason
+    monkeypatch.setenv(cfg.PROFILE_ENV, "nope")
+    with pytest.raises(ValueError, match="not a profile"):
+        cfg.make_config()
+
+
+@pytest.mark.parametrize(
+    "gpus, expected",
+    [([], "cpu-tiny"), ([("NVIDIA GB10", 0)], "dgx-spark"), ([("NVIDIA H100 80GB HBM3", 81559)], "h100"),
+     ([("NVIDIA L4", 23034)], "dgx-spark")],
+)
+def test_detection_from_the_gpu(monkeypatch, gpus, expected):
+    monkeypatch.delenv(cfg.PROFILE_ENV, raising=False)
+    monkeypatch.setattr(cfg, "_gpus", lambda: gpus)
+    name, reason = cfg.detect_profile()
+    assert name == expected and reason
+
+
+def test_generation_batch_divides_by_the_group_size_in_every_profile():
+    for make in cfg.PROFILES.values():
+        t = make()
+        assert (t.per_device_train_batch_size * t.gradient_accumulation_steps) % t.num_generations == 0
