@@ -66,7 +66,12 @@ if [ "$mode" = auto ]; then
   if [ -n "$gpu_name" ]; then mode=gpu; else mode=cpu; fi
 fi
 if [ "$mode" = gpu ] && [ -z "$gpu_name" ]; then
-  die "--gpu asked for, but no CUDA driver answers (nvidia-smi missing or failing). Install the NVIDIA driver, or run ./setup.sh --cpu for the CPU-only set."
+  if [ "$system_torch" = 1 ] && "$py" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
+    # `docker build` sees no GPU; the image's CUDA torch is what the container will use at run time.
+    say "no CUDA driver visible now (a docker build?): installing the GPU stack for the interpreter's CUDA torch"
+  else
+    die "--gpu asked for, but no CUDA driver answers (nvidia-smi missing or failing). Install the NVIDIA driver, or run ./setup.sh --cpu for the CPU-only set."
+  fi
 fi
 blackwell=0
 if [ "$mode" = gpu ] && { [ "$arch" = aarch64 ] || [[ "$gpu_name" == *GB10* ]]; }; then blackwell=1; fi
