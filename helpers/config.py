@@ -120,7 +120,15 @@ class TrainingConfig:
     """LoRA rank r."""
     lora_alpha: int = 8
     """LoRA alpha (scale = alpha / r)."""
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
     """Modules that receive LoRA adapters."""
     max_completion_length: int = 200
     """Tokens the model may generate per completion."""

@@ -7,10 +7,21 @@ from helpers import config as cfg
 
 def test_dgx_spark_is_the_original_configuration():
     t = cfg.make_config("dgx-spark").training
-    assert (t.model_name, t.load_in_4bit, t.offload_embedding, t.max_seq_length) == ("unsloth/gpt-oss-20b", True, True, 768)
+    assert (t.model_name, t.load_in_4bit, t.offload_embedding, t.max_seq_length) == (
+        "unsloth/gpt-oss-20b",
+        True,
+        True,
+        768,
+    )
     assert (t.lora_rank, t.lora_alpha, t.max_completion_length) == (4, 8, 200)
     assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_generations) == (1, 4, 2)
-    assert (t.learning_rate, t.lr_scheduler_type, t.optim, t.save_steps, t.max_steps) == (5e-5, "linear", "adamw_8bit", 100, 1000)
+    assert (t.learning_rate, t.lr_scheduler_type, t.optim, t.save_steps, t.max_steps) == (
+        5e-5,
+        "linear",
+        "adamw_8bit",
+        100,
+        1000,
+    )
     assert (t.weight_decay, t.warmup_ratio, t.temperature, t.reasoning_effort) == (0.001, 0.1, 1.0, "low")
 
 
@@ -24,7 +35,9 @@ def test_defaults_match_the_original_game_and_rewards():
 
 
 def test_overrides_convert_strings_from_a_command_line():
-    c = cfg.make_config("h100", max_steps="7", load_in_4bit="true", game={"size": "4"}, target_modules="q_proj,v_proj")
+    c = cfg.make_config(
+        "h100", max_steps="7", load_in_4bit="true", game={"size": "4"}, target_modules="q_proj,v_proj"
+    )
     assert c.training.max_steps == 7 and c.training.load_in_4bit is True and c.game.size == 4
     assert c.training.target_modules == ("q_proj", "v_proj")
 
@@ -59,8 +72,12 @@ def test_environment_variable_selects_the_profile(monkeypatch):
 
 @pytest.mark.parametrize(
     "gpus, expected",
-    [([], "cpu-tiny"), ([("NVIDIA GB10", 0)], "dgx-spark"), ([("NVIDIA H100 80GB HBM3", 81559)], "h100"),
-     ([("NVIDIA L4", 23034)], "dgx-spark")],
+    [
+        ([], "cpu-tiny"),
+        ([("NVIDIA GB10", 0)], "dgx-spark"),
+        ([("NVIDIA H100 80GB HBM3", 81559)], "h100"),
+        ([("NVIDIA L4", 23034)], "dgx-spark"),
+    ],
 )
 def test_detection_from_the_gpu(monkeypatch, gpus, expected):
     monkeypatch.delenv(cfg.PROFILE_ENV, raising=False)

@@ -1,0 +1,86 @@
+"""The install path: setup.sh's errors and idempotence, and CI running the README's test command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+def run_setup(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BASH, str(ROOT / "setup.sh"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^\$ (.+)$", readme, flags=re.M)
+    assert "./setup.sh --cpu && .venv/bin/pytest" in commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "README.md" in ci and "OMP_NUM_THREADS=1" in ci
+
+
+def test_unknown_option_is_refused_with_a_pointer_to_help():
+    result = run_setup("--frobnicate")
+    assert result.returncode != 0
+    assert "unknown option '--frobnicate'" in result.stderr and "--help" in result.stderr
+
+
+def test_help_lists_the_options():
+    result = run_setup("--help")
+    assert result.returncode == 0
+    for option in ("--cpu", "--gpu", "--system-torch", "--no-kernel"):
+        assert option in result.stdout
+
+
+def test_gpu_without_a_driver_fails_clearly(tmp_path):
+    # A PATH without nvidia-smi (but with bash, uname, python, uv) is a machine without a CUDA driver.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("uname", "sha256sum", "cut", "cat", "head", "sed", "dirname", "uv"):
+        found = subprocess.run(
+            ["bash", "-c", f"command -v {tool}"], capture_output=True, text=True
+        ).stdout.strip()
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    result = run_setup("--gpu", env={"PATH": str(bin_dir), "PYTHON": sys.executable})
+    assert result.returncode != 0
+    assert "no CUDA driver" in result.stderr and "--cpu" in result.stderr
+
+
+def test_a_python_older_than_3_11_is_refused(tmp_path):
+    fake = tmp_path / "python3.10"
+    fake.write_text('#!/bin/sh\ncase "$2" in *print*) echo 3.10 ;; *) exit 1 ;; esac\n')
+    fake.chmod(0o755)
+    result = run_setup("--cpu", env={"PYTHON": str(fake)})
+    assert result.returncode != 0
+    assert "needs Python >= 3.11" in result.stderr
+
+
+@pytest.mark.skipif(
+    Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
+    reason="checks the project's own .venv; this interpreter is not it",
+)
+def test_a_second_setup_run_changes_nothing():
+    venv = ROOT / ".venv"
+    before = sorted(p.name for p in (venv / "lib").glob("python*/site-packages/*"))
+    result = run_setup("--cpu")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    after = sorted(p.name for p in (venv / "lib").glob("python*/site-packages/*"))
+    assert before == after
