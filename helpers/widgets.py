@@ -1,0 +1,231 @@
+"""An ipywidgets 2048 board: play by hand, or watch a strategy play move by move.
+
+`BoardWidget` is a `VBox` holding the coloured board (HTML from `helpers.game.render_html`), the
+score, the moves and the state, one button per direction labelled with its key from the active key
+map, a text box that turns typed keys into moves, a "new game" button with a seed, and a player
+(`ipywidgets.Play`) with a speed slider that makes a strategy play one move per tick.
+
+Keyboard play: ipywidgets has no key-press events, so the board takes keys through a `Text` box
+with `continuous_update=True`: every typed character is played as a key, then the box is emptied.
+That works with the stock widgets in JupyterLab, Notebook 7 and VS Code; arrow keys would need the
+`ipyevents` package, which the project does not depend on.
+
+Watching does not block the kernel: the `Play` widget ticks in the browser, and each tick asks the
+kernel for one move, so cells keep running and the pause button answers at once. A strategy is
+either a trusted callable `strategy(board) -> key` (a baseline, your own code) or generated source
+code, which is run through `helpers.sandbox` one call at a time and never in the kernel.
+
+Everything a person can do is also a method, so tests drive the board from Python:
+`board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import ipywidgets as widgets
+
+from helpers.game import DIRECTIONS, GameBoard, render_html
+
+if TYPE_CHECKING:
+    from helpers.config import GameConfig
+
+Strategy = Callable[[list[list[int]]], object]
+"""A trusted strategy: takes a copy of the board, returns a key."""
+
+ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+"""The arrow drawn beside each direction's key on its button."""
+
+MAX_SPEED = 30
+"""Fastest watch speed offered by the slider, in moves per second."""
+
+
+class BoardWidget(widgets.VBox):
+    """A 2048 board to play with the mouse or the keyboard, or to watch a strategy play.
+
+    Example:
+        >>> board = BoardWidget(size=4, seed=1)
+        >>> board.press("a")  # left in the default (bepo) key map
+        True
+    """
+
+    def __init__(
+        self,
+        game_config: GameConfig | None = None,
+        seed: int | None = 0,
+        strategy: Strategy | None = None,
+        *,
+        size: int | None = None,
+        target: int | None = None,
+        keymap: str | None = None,
+        speed: int = 5,
+    ) -> None:
+        self._size = size or (game_config.size if game_config else 6)
+        self._target = target or (game_config.target if game_config else 2048)
+        self._probability_fours = game_config.probability_fours if game_config else 0.10
+        self._keymap_name = keymap or (game_config.keymap if game_config else "bepo")
+        self.game = self._new_game(seed)
+        self.strategy: Strategy | None = strategy
+        self.strategy_name = _name_of(strategy)
+        self.last_message = "new game"
+
+        key_of = {direction: key for key, direction in self.game.keymap.items()}
+        self.board_html = widgets.HTML()
+        self.status = widgets.HTML()
+        self.buttons = {
+            direction: widgets.Button(
+                description=f"{key_of[direction]} {ARROWS[direction]}",
+                tooltip=f"{direction} (key {key_of[direction]!r})",
+                layout=widgets.Layout(width="64px", grid_area=direction),
+            )
+            for direction in DIRECTIONS
+        }
+        for direction, button in self.buttons.items():
+            button.on_click(lambda _button, key=key_of[direction]: self.press(key))
+        pad = widgets.GridBox(
+            list(self.buttons.values()),
+            layout=widgets.Layout(
+                grid_template_areas='". up ." "left . right" ". down ."',
+                grid_gap="2px",
+                width="max-content",
+            ),
+        )
+        keys = " ".join(key_of[d] for d in DIRECTIONS)
+        self.keys_box = widgets.Text(
+            placeholder=f"type {keys}",
+            continuous_update=True,
+            description="Keys",
+            layout=widgets.Layout(width="220px"),
+        )
+        self.keys_box.observe(self._on_keys_typed, names="value")
+        self.seed_box = widgets.IntText(
+            value=seed or 0, description="Seed", layout=widgets.Layout(width="160px")
+        )
+        self.new_game_button = widgets.Button(description="New game", icon="refresh")
+        self.new_game_button.on_click(lambda _button: self.new_game(self.seed_box.value))
+
+        self.player = widgets.Play(value=0, min=0, max=100_000, step=1, show_repeat=False)
+        self.speed = widgets.IntSlider(value=speed, min=1, max=MAX_SPEED, description="Moves/s")
+        self.player.interval = 1000 // speed
+        self.speed.observe(self._on_speed, names="value")
+        self.player.observe(self._on_tick, names="value")
+        self.strategy_label = widgets.HTML()
+
+        super().__init__(
+            [
+                self.board_html,
+                self.status,
+                widgets.HBox(
+                    [pad, widgets.VBox([self.keys_box, widgets.HBox([self.seed_box, self.new_game_button])])]
+                ),
+                widgets.HBox([self.player, self.speed, self.strategy_label]),
+            ]
+        )
+        self._render()
+
+    # --- what a person does -----------------------------------------------------------------------
+
+    def press(self, key: str) -> bool:
+        """Play one key (as a button or the keyboard would); True when the board changed."""
+        if self.game.state() != "ongoing":
+            self.last_message = f"the game is over ({self.game.state()}): start a new game"
+            self._render()
+            return False
+        direction = self.game.keymap.get(key.strip().lower()) if isinstance(key, str) else None
+        moved = self.game.do_action(key)
+        if direction is None:
+            self.last_message = f"{key!r} is not a key of this board: game over"
+        else:
+            self.last_message = f"{key} {ARROWS[direction]} {direction}" + (
+                "" if moved else ": nothing moved"
+            )
+        self._render()
+        return moved
+
+    def new_game(self, seed: int | None = None) -> None:
+        """Start a new game (seeded, so the same seed gives the same game); stops the player."""
+        self.player.playing = False
+        self.game = self._new_game(seed)
+        if seed is not None:
+            self.seed_box.value = seed
+        self.last_message = "new game" + (f" (seed {seed})" if seed is not None else "")
+        self._render()
+
+    def watch(self, strategy: Strategy, name: str | None = None) -> None:
+        """Choose the strategy that the player (or `step()`) moves with."""
+        self.strategy = strategy
+        self.strategy_name = name or _name_of(strategy)
+        self._render()
+
+    def step(self) -> bool:
+        """One move of the watched strategy; False when there is none, it failed, or the game is over."""
+        if self.strategy is None:
+            self.last_message = "no strategy to watch: call watch(strategy) first"
+            self._render()
+            return False
+        if self.game.state() != "ongoing":
+            return False
+        try:
+            key = self.strategy(self.game.board())
+        except Exception as error:  # a strategy's failure is shown, never raised into the UI loop
+            self.last_message = f"the strategy raised {type(error).__name__}: {error}"
+            self.player.playing = False
+            self._render()
+            return False
+        moved = self.press(key) if isinstance(key, str) else self._reject(key)
+        if self.game.state() != "ongoing":
+            self.player.playing = False
+        return moved
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _new_game(self, seed: int | None) -> GameBoard:
+        return GameBoard(
+            size=self._size,
+            seed=seed,
+            target=self._target,
+            probability_fours=self._probability_fours,
+            keymap=self._keymap_name,
+        )
+
+    def _reject(self, key: object) -> bool:
+        """A non-string answer ends the game as failed, as it does in training."""
+        self.game.do_action(key)
+        self.last_message = f"the strategy returned {key!r}, not a key: game over"
+        self._render()
+        return False
+
+    def _on_keys_typed(self, change: dict) -> None:
+        typed = change["new"]
+        if not typed:
+            return
+        for key in typed:
+            if not key.isspace():
+                self.press(key)
+        self.keys_box.value = ""
+
+    def _on_speed(self, change: dict) -> None:
+        self.player.interval = 1000 // change["new"]
+
+    def _on_tick(self, change: dict) -> None:
+        if change["new"] > change["old"]:
+            self.step()
+
+    def _render(self) -> None:
+        game = self.game
+        self.board_html.value = render_html(game.board())
+        colour = {"ongoing": "#776e65", "success": "#2e7d32", "failed": "#c62828"}[game.state()]
+        self.status.value = (
+            f'<span style="font:14px sans-serif;color:#776e65">score <b>{game.score()}</b> · '
+            f"moves <b>{game.moves}</b> · max tile <b>{game.max_tile()}</b> · target {game.target} · "
+            f'state <b style="color:{colour}">{game.state()}</b></span><br>'
+            f'<span style="font:12px sans-serif;color:#998">{html.escape(self.last_message)}</span>'
+        )
+        watched = html.escape(self.strategy_name) if self.strategy else "none (call watch(strategy))"
+        self.strategy_label.value = f'<span style="font:12px sans-serif">strategy: {watched}</span>'
+
+
+def _name_of(strategy: Strategy | None) -> str:
+    return getattr(strategy, "__name__", type(strategy).__name__) if strategy else ""

@@ -1,0 +1,73 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: gpt-oss-2048 (.venv)
+#     language: python
+#     name: gpt-oss-2048
+# ---
+
+# %% [markdown]
+# # Play 2048
+#
+# This is the game gpt-oss-20b learns to write strategies for: a 6x6 board, a tile of 2048 wins, a new
+# tile is a 4 one time in ten. Play it by hand with the buttons or the keyboard, then watch a strategy
+# play it move by move.
+#
+# - **Buttons** are labelled with the active keys: the original layout is `é` up, `u` down, `a` left,
+#   `i` right (`keymap="wasd"` gives w/s/a/d).
+# - **Keyboard**: click the *Keys* box and type keys; each character is one move (ipywidgets has no
+#   key-press events, so arrow keys would need the `ipyevents` package).
+# - **New game** starts the game of the given seed: the same seed always deals the same tiles.
+# - **Watch**: the player (▶) makes the chosen strategy play one move per tick; the slider sets the
+#   moves per second, ❚❚ pauses, ■ stops. The kernel stays free while it plays.
+
+# %% [markdown]
+# The game settings come from the project's configuration, so this is the board the model plays.
+
+# %%
+from IPython.display import display
+
+from helpers.config import GameConfig
+from helpers.widgets import BoardWidget
+
+game_config = GameConfig()  # try GameConfig(size=4, target=256, keymap="wasd")
+print(game_config)
+
+# %% [markdown]
+# The board: click a button, or type keys in the *Keys* box.
+
+# %%
+board = BoardWidget(game_config, seed=0)
+display(board)
+
+# %% [markdown]
+# Everything a button does is a method too, so the board above also moves from code (left, then down).
+
+# %%
+key_of = {direction: key for key, direction in board.game.keymap.items()}
+board.press(key_of["left"]), board.press(key_of["down"]), board.game.score(), board.game.state()
+
+# %% [markdown]
+# ## Watch a strategy play
+# The greedy baseline picks the move that merges the most points now; press ▶ on the board to watch it.
+
+# %%
+from helpers.evaluate import BASELINES
+
+board.new_game(seed=1)
+board.watch(BASELINES["greedy"](board.game.keymap, 1), name="greedy (one move ahead)")
+
+# %% [markdown]
+# Without a browser to press ▶, a few steps from code show the same thing.
+
+# %%
+for _ in range(10):
+    board.step()
+board.game.moves, board.game.score(), board.last_message

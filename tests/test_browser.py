@@ -1,0 +1,221 @@
+"""What a person sees: JupyterLab in a real Chromium runs `play_2048.ipynb`, and a click moves the board.
+
+The test starts JupyterLab headless on 127.0.0.1 with a token, in a temporary folder holding a copy of
+the notebook (so nothing is ever saved into the repository), drives Debian's `/usr/bin/chromium` with
+Playwright (its own browser download is not used), runs all cells, reads the board from the page,
+clicks a button whose move changes it, types a key into the *Keys* box, and checks both moves against
+the game's own slide rule. The screenshot goes to `outputs/browser/play_2048.png`.
+
+Needs: `apt-get install -y chromium` and `pip install playwright` (no `playwright install`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.config import GameConfig
+from helpers.game import DIRECTIONS, KEYMAPS, slide
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "play_2048.ipynb"
+SCREENSHOT = ROOT / "outputs" / "browser" / "play_2048.png"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "board-test-token"
+ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is absent: apt-get install -y chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[str]:
+    """A headless JupyterLab serving a copy of play_2048.ipynb; yields its base URL."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    # The notebook names the kernel `gpt-oss-2048` (registered by setup.sh); point that name at this
+    # interpreter so the test never depends on, or touches, the user's Jupyter folders.
+    kernel_dir = tmp_path / "jupyter-path" / "kernels" / "gpt-oss-2048"
+    kernel_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "gpt-oss-2048 (test)",
+        "language": "python",
+    }
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": str(tmp_path / "jupyter-path"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+    }
+    port = _free_port()
+    log = (tmp_path / "jupyterlab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+NOTEBOOK_IDLE = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext) return false;
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  if (!kernel || kernel.status !== 'idle') return false;
+  return panel.content.widgets.every(c => c.model.type !== 'code' || c.model.executionCount !== null);
+}"""
+
+
+def _read_board(page) -> list[list[int]]:
+    """The board's rows as numbers, read from the widget's HTML table."""
+    rows = page.locator(".widget-html-content table tr")
+    board = []
+    for i in range(rows.count()):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        board.append([int(text) if text.strip() else 0 for text in cells])
+    return board
+
+
+def _moves(page) -> int:
+    text = page.locator(".widget-html-content", has_text="moves").first.inner_text()
+    return int(text.split("moves")[1].split("·")[0])
+
+
+def _changing_direction(board: list[list[int]], skip: str | None = None) -> str:
+    """A direction whose slide changes this board."""
+    for direction in DIRECTIONS:
+        if direction != skip and slide(board, direction)[2]:
+            return direction
+    raise AssertionError(f"no move changes the board {board}")
+
+
+def _assert_moved(before: list[list[int]], after: list[list[int]], direction: str) -> None:
+    """After a move, the board is the slid board plus exactly one spawned 2 or 4."""
+    slid = slide(before, direction)[0]
+    differences = [
+        (a, b)
+        for row_a, row_b in zip(slid, after, strict=True)
+        for a, b in zip(row_a, row_b, strict=True)
+        if a != b
+    ]
+    assert len(differences) == 1 and differences[0][0] == 0 and differences[0][1] in (2, 4), (before, after)
+
+
+def test_click_and_keys_move_the_board_in_chromium(jupyterlab: str) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:  # a missing driver is a broken set-up, not a reason to skip
+        raise AssertionError(
+            "the browser test needs `pip install playwright` (no browser download)"
+        ) from error
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(f"{jupyterlab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.isReady"
+            )
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_selector(".widget-html-content table")
+            page.wait_for_function(NOTEBOOK_IDLE, polling=250)
+
+            board = _read_board(page)
+            assert len(board) == 6 and all(len(row) == 6 for row in board)
+            moves = _moves(page)
+            keys = {d: k for k, d in KEYMAPS[GameConfig().keymap].items()}
+
+            direction = _changing_direction(board)
+            page.locator("button.widget-button", has_text=f"{keys[direction]} {ARROWS[direction]}").click()
+            page.wait_for_function(
+                f"() => document.body.innerText.includes('moves {moves + 1}')", polling=100
+            )
+            clicked = _read_board(page)
+            _assert_moved(board, clicked, direction)
+
+            typed_direction = _changing_direction(clicked)
+            page.locator(".widget-text input").first.type(keys[typed_direction])
+            page.wait_for_function(
+                f"() => document.body.innerText.includes('moves {moves + 2}')", polling=100
+            )
+            _assert_moved(clicked, _read_board(page), typed_direction)
+
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.locator(".jp-OutputArea-output", has=page.locator(".widget-html-content table")).screenshot(
+                path=str(SCREENSHOT)
+            )
+            assert SCREENSHOT.stat().st_size > 5_000
+        finally:
+            browser.close()
