@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
+from helpers.config import GameConfig, SandboxConfig
 from helpers.game import DIRECTIONS, GameBoard, render_html
-
-if TYPE_CHECKING:
-    from helpers.config import GameConfig
 
 Strategy = Callable[[list[list[int]]], object]
 """A trusted strategy: takes a copy of the board, returns a key."""
 
 ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
 """The arrow drawn beside each direction's key on its button."""
+
+STALL_MOVES = SandboxConfig().stall_moves
+"""Moves in a row that change nothing before watching stops (the sandbox's limit)."""
 
 MAX_SPEED = 30
 """Fastest watch speed offered by the slider, in moves per second."""
@@ -70,6 +70,7 @@ class BoardWidget(widgets.VBox):
         self.strategy: Strategy | None = strategy
         self.strategy_name = _name_of(strategy)
         self.last_message = "new game"
+        self._idle_moves = 0
 
         key_of = {direction: key for key, direction in self.game.keymap.items()}
         self.board_html = widgets.HTML()
@@ -148,6 +149,7 @@ class BoardWidget(widgets.VBox):
         """Start a new game (seeded, so the same seed gives the same game); stops the player."""
         self.player.playing = False
         self.game = self._new_game(seed)
+        self._idle_moves = 0
         if seed is not None:
             self.seed_box.value = seed
         self.last_message = "new game" + (f" (seed {seed})" if seed is not None else "")
@@ -155,12 +157,16 @@ class BoardWidget(widgets.VBox):
 
     def watch(self, strategy: Strategy, name: str | None = None) -> None:
         """Choose the strategy that the player (or `step()`) moves with."""
+        self._idle_moves = 0
         self.strategy = strategy
         self.strategy_name = name or _name_of(strategy)
         self._render()
 
     def step(self) -> bool:
-        """One move of the watched strategy; False when there is none, it failed, or the game is over."""
+        """One move of the watched strategy; False when there is none, it failed, or the game is over.
+
+        As in training, `SandboxConfig.stall_moves` moves in a row that change nothing stop the watch.
+        """
         if self.strategy is None:
             self.last_message = "no strategy to watch: call watch(strategy) first"
             self._render()
@@ -175,6 +181,12 @@ class BoardWidget(widgets.VBox):
             self._render()
             return False
         moved = self.press(key) if isinstance(key, str) else self._reject(key)
+        self._idle_moves = 0 if moved else self._idle_moves + 1
+        if self._idle_moves >= STALL_MOVES and self.game.state() == "ongoing":
+            self.last_message = f"stalled: {self._idle_moves} moves in a row changed nothing"
+            self._render()
+            self.player.playing = False
+            return False
         if self.game.state() != "ongoing":
             self.player.playing = False
         return moved
