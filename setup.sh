@@ -49,11 +49,20 @@ pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   || die "$py is Python $pyver; this project needs Python >= 3.11 (set PYTHON=/path/to/python3.11)."
 
 # --- uv -------------------------------------------------------------------------------------------
+uv_tool_venv=${XDG_CACHE_HOME:-$HOME/.cache}/gpt-oss-2048/uv
+[ -x "$uv_tool_venv/bin/uv" ] && export PATH="$uv_tool_venv/bin:$PATH"
 if ! command -v uv >/dev/null 2>&1; then
-  say "uv not found: installing it with pip ($py -m pip install --user uv)"
-  "$py" -m pip install --quiet --user uv || die "could not install uv; install it yourself: pip install uv"
-  export PATH="$("$py" -m site --user-base)/bin:$PATH"
-  command -v uv >/dev/null 2>&1 || die "uv was installed but is not on PATH; add $("$py" -m site --user-base)/bin to PATH"
+  say "uv not found: installing it with pip"
+  if "$py" -m pip install --quiet --user uv 2>/dev/null; then
+    export PATH="$("$py" -m site --user-base)/bin:$PATH"
+  else
+    # An "externally managed" system Python refuses --user installs: give uv a small venv of its own.
+    say "pip refused a user install; installing uv into $uv_tool_venv"
+    "$py" -m venv "$uv_tool_venv" && "$uv_tool_venv/bin/python" -m pip install --quiet uv \
+      || die "could not install uv (is python3-venv installed?); install it yourself: pipx install uv, or see https://docs.astral.sh/uv/"
+    export PATH="$uv_tool_venv/bin:$PATH"
+  fi
+  command -v uv >/dev/null 2>&1 || die "uv was installed but is not on PATH; install it yourself: pip install uv"
 fi
 
 # --- the platform ---------------------------------------------------------------------------------
@@ -85,7 +94,9 @@ lock=requirements/$mode.lock
 # --- idempotence: the same inputs as last time mean nothing to do --------------------------------
 stamp_file="$VENV/.setup-stamp"
 stamp=$(cat "$lock" pyproject.toml "$0" | sha256sum | cut -c1-16)-$mode-$system_torch-$kernel-$TORCH_VERSION-$pyver
-if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && "$VENV/bin/python" -c 'import helpers' 2>/dev/null; then
+kernel_json=${JUPYTER_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/jupyter}/kernels/gpt-oss-2048/kernel.json
+kernel_ok() { [ "$kernel" = 0 ] || grep -qF "$(cd "$VENV" 2>/dev/null && pwd)/bin/python" "$kernel_json" 2>/dev/null; }
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && kernel_ok && "$VENV/bin/python" -c 'import helpers' 2>/dev/null; then
   say "already set up ($VENV matches $lock); nothing to do"
   exit 0
 fi
