@@ -330,33 +330,78 @@ def reward_functions() -> tuple[list[Callable[..., list[float]]], str]:
         from helpers.rewards import reward_functions as project_rewards
     except ImportError as error:
         return [stand_in_reward], f"stand-in (helpers.rewards not importable: {error})"
-    return list(project_rewards(make_config("h100"))), "helpers.rewards.reward_functions(make_config('h100'))"
+    config = make_config("h100")
+    with contextlib.suppress(ImportError, AttributeError):  # start the worker pool before CUDA, if it exists
+        from helpers.training import start_reward_pool
 
+        start_reward_pool(config)
+    return list(project_rewards(config)), "helpers.rewards.reward_functions(make_config('h100'))"
+
+
+GREEDY_STRATEGY = """```python
+def strategy(board):
+    n = len(board)
+
+    def slide(row):
+        tiles = [v for v in row if v]
+        out, i = [], 0
+        while i < len(tiles):
+            if i + 1 < len(tiles) and tiles[i] == tiles[i + 1]:
+                out.append(2 * tiles[i])
+                i += 2
+            else:
+                out.append(tiles[i])
+                i += 1
+        return out + [0] * (n - len(out))
+
+    def move(b, d):
+        if d == "left":
+            return [slide(r) for r in b]
+        if d == "right":
+            return [slide(r[::-1])[::-1] for r in b]
+        cols = [list(c) for c in zip(*b)]
+        moved = [slide(c) for c in cols] if d == "up" else [slide(c[::-1])[::-1] for c in cols]
+        return [list(r) for r in zip(*moved)]
+
+    best, key = -1, "a"
+    for k, d in (("a", "left"), ("é", "up"), ("i", "right"), ("u", "down")):
+        after = move(board, d)
+        if after != board:
+            empty = sum(v == 0 for r in after for v in r)
+            if empty > best:
+                best, key = empty, k
+    return key
+```"""
 
 PROBE_STRATEGIES = [
-    # corner-keeping greedy: prefers left, then up, then right, then down (bepo keys)
-    '```python\ndef strategy(board):\n    for key in ("a", "é", "i", "u"):\n        return key\n```',
-    # cycles through the moves in a fixed order, using the board to vary
+    GREEDY_STRATEGY,  # looks one move ahead for the most empty cells: long games
     "```python\ndef strategy(board):\n    n = sum(v for row in board for v in row)\n"
-    '    return ("a", "é", "i", "u")[n % 4]\n```',
-    # random moves
+    '    return ("a", "é", "i", "u")[n % 4]\n```',  # cycles through the moves
     '```python\ndef strategy(board):\n    import random\n    return random.choice(["a", "é", "i", "u"])\n```',
-    # a forbidden import
-    '```python\ndef strategy(board):\n    import os\n    return "a"\n```',
-    # no code at all
-    "I would move left most of the time.",
+    '```python\ndef strategy(board):\n    import os\n    return "a"\n```',  # a forbidden import
+    "I would move left most of the time.",  # no code at all
+    "```python\ndef strategy(board):\n    while True:\n        pass\n```",  # runs out of time
 ]
 """Completions for the reward probe: the kinds of answer a trained model gives, good and bad."""
 
 
 def reward_probe(group: int) -> dict[str, Any]:
-    """Time the reward functions on one step's worth (`group`) of realistic completions."""
+    """Time the reward functions on one step's worth (`group`) of realistic completions.
+
+    Each completion is made unique (a comment naming its index) so that no cache or de-duplication
+    makes the probe cheaper than a real step, where sampled completions all differ.
+    """
     functions, source = reward_functions()
-    completions = [
-        [{"role": "assistant", "content": PROBE_STRATEGIES[i % len(PROBE_STRATEGIES)]}] for i in range(group)
+    texts = [
+        PROBE_STRATEGIES[i % len(PROBE_STRATEGIES)].replace("(board):\n", f"(board):\n    # sample {i}\n")
+        + f"\n{i}"
+        for i in range(group)
     ]
+    completions = [[{"role": "assistant", "content": text}] for text in texts]
     timings = []
-    for _ in range(2):
+    for round_ in range(2):
+        if round_:
+            completions = [[{"role": "assistant", "content": text + " again"}] for text in texts]
         start = time.perf_counter()
         for function in functions:
             function(completions=completions, prompts=[None] * group, completion_ids=[[0]] * group)
@@ -369,8 +414,13 @@ def reward_probe(group: int) -> dict[str, Any]:
     }
 
 
-def load(checkpoint: Path, backend: str, load_in_4bit: bool) -> tuple[Any, Any, float]:
-    """The LoRA model and tokenizer through `backend` (unsloth, or transformers + peft); load seconds."""
+def load(checkpoint: Path, backend: str, load_in_4bit: bool) -> tuple[Any, Any, float, str]:
+    """The LoRA model and tokenizer through `backend`; load seconds; which loader was used.
+
+    The Unsloth backend goes through the project's `helpers.model.load_model` with the `h100` profile
+    (or `dgx-spark` for 4-bit) pointed at the checkpoint, so the figures are what users run; while that
+    module cannot be imported it calls FastLanguageModel itself with the same settings.
+    """
     start = time.perf_counter()
     if backend == "transformers":
         import torch
@@ -380,26 +430,42 @@ def load(checkpoint: Path, backend: str, load_in_4bit: bool) -> tuple[Any, Any, 
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=list(TARGET_MODULES[:4])))
+        return model, tokenizer, time.perf_counter() - start, "transformers + peft (attention LoRA)"
+    try:
+        from helpers.config import make_config
+        from helpers.model import load_model
+    except ImportError as error:
+        print(
+            f"helpers.model.load_model not importable ({error}): calling FastLanguageModel directly",
+            flush=True,
+        )
     else:
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=str(checkpoint),
-            max_seq_length=768,
-            load_in_4bit=load_in_4bit,
-            load_in_16bit=not load_in_4bit,
-            offload_embedding=load_in_4bit,
-            local_files_only=True,
-        )
-        model = FastLanguageModel.get_peft_model(
+        profile = "dgx-spark" if load_in_4bit else "h100"
+        model, tokenizer = load_model(make_config(profile, model_name=str(checkpoint)))
+        return (
             model,
-            r=4,
-            lora_alpha=8,
-            target_modules=list(TARGET_MODULES),
-            use_gradient_checkpointing="unsloth",
-            random_state=3407,
+            tokenizer,
+            time.perf_counter() - start,
+            f"helpers.model.load_model(make_config({profile!r}))",
         )
-    return model, tokenizer, time.perf_counter() - start
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(checkpoint),
+        max_seq_length=768,
+        load_in_4bit=load_in_4bit,
+        offload_embedding=load_in_4bit,
+        dtype=None,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=4,
+        lora_alpha=8,
+        target_modules=list(TARGET_MODULES),
+        use_gradient_checkpointing="unsloth",
+        random_state=3407,
+    )
+    return model, tokenizer, time.perf_counter() - start, "FastLanguageModel (the h100/dgx-spark settings)"
 
 
 class PlainLogProbs:
@@ -570,8 +636,8 @@ def main() -> None:
     from helpers.prompts import chat_messages
 
     rewards, reward_source = reward_functions()
-    model, tokenizer, load_seconds = load(Path(args.checkpoint), args.backend, args.load_in_4bit)
-    print(f"loaded in {load_seconds:.1f} s; rewards: {reward_source}", flush=True)
+    model, tokenizer, load_seconds, loader = load(Path(args.checkpoint), args.backend, args.load_in_4bit)
+    print(f"loaded in {load_seconds:.1f} s by {loader}; rewards: {reward_source}", flush=True)
     messages = fit_prompt(tokenizer, chat_messages(), args.prompt_tokens, "low")
 
     report: dict[str, Any] = {
@@ -586,6 +652,7 @@ def main() -> None:
         "checkpoint": build,
         "load_in_4bit": args.load_in_4bit,
         "load_s": round(load_seconds, 1),
+        "loader": loader,
         "prompt_tokens": args.prompt_tokens,
         "rewards": reward_source,
         "results": [],
