@@ -531,6 +531,7 @@ def run_config(
         logging_steps=1,
         save_strategy="no",
         report_to="none",
+        disable_tqdm=True,
         seed=3407,
         use_cpu=not cuda,
         gradient_checkpointing=config.gradient_checkpointing != "false",
