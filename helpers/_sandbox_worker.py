@@ -103,9 +103,9 @@ SAFE_BUILTINS = (  # noqa: SIM905 - a word list reads better than a column
     "enumerate filter float format frozenset hasattr hash hex id int isinstance issubclass iter len "
     "list map max min next object oct ord pow property range repr reversed round set slice sorted "
     "staticmethod str sum super tuple zip ArithmeticError AssertionError AttributeError "
-    "BaseException Exception IndexError KeyError LookupError MemoryError NotImplementedError "
-    "OverflowError RecursionError RuntimeError StopIteration TypeError ValueError ZeroDivisionError "
-    "NotImplemented Ellipsis __build_class__"
+    "BaseException Exception IndexError KeyError LookupError MemoryError NameError NotImplementedError "
+    "OverflowError RecursionError RuntimeError StopIteration TypeError UnboundLocalError ValueError "
+    "ZeroDivisionError NotImplemented Ellipsis __build_class__"
 ).split()
 """Builtins a strategy may use; everything else (open, eval, getattr, type, ...) is simply absent."""
 

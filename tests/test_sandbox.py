@@ -1,0 +1,474 @@
+"""The sandbox: extraction, the static checks, playing games in the worker pool, and the pool itself.
+
+Hostile code lives in `test_sandbox_attacks.py`; this file checks that honest code is read, judged and
+played correctly, and that the pool starts from any kind of `__main__`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.config import GameConfig, SandboxConfig
+from helpers.game import GameBoard, from_config
+from helpers.sandbox import (
+    STATES,
+    GameResult,
+    check_source,
+    execute_strategy,
+    extract_function,
+    get_pool,
+    play_batch,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = SandboxConfig(call_timeout=0.2, game_timeout=2.0)
+"""Short limits for tests; the pool (size and memory cap) is the default one."""
+
+CODE = "def strategy(board):\n    return 'a'\n"
+RANDOM_VALID = textwrap.dedent(
+    """\
+    import random
+    def strategy(board):
+        def moves(rows):
+            cols = [list(c) for c in zip(*rows)]
+            def can(lines):
+                return any(a == 0 and b != 0 or a == b != 0 for line in lines for a, b in zip(line, line[1:]))
+            return {"a": can(rows), "i": can([r[::-1] for r in rows]), "é": can(cols), "u": can([c[::-1] for c in cols])}
+        legal = [key for key, ok in moves(board).items() if ok]
+        return random.choice(legal) if legal else "a"
+    """
+)
+"""Random moves among those that change the board: wins most 6x6 games, never stalls."""
+
+
+# --- extract_function -------------------------------------------------------------------------------
+
+FENCED = "```python\ndef strategy(board):\n    return 'a'\n```"
+EXTRACTION_CASES = [
+    # gpt-oss decoded without special tokens: analysis, then the final answer
+    ("analysisThink first.assistantfinal" + FENCED, CODE),
+    # the same with the special tokens kept
+    (
+        "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>"
+        + FENCED
+        + "<|return|>",
+        CODE,
+    ),
+    # no language tag on the fence
+    ("assistantfinal```\ndef strategy(board):\n    return 'a'\n```", CODE),
+    # another tag spelling
+    ("assistantfinal```py\ndef strategy(board):\n    return 'a'\n```", CODE),
+    # Windows line ends
+    ("assistantfinal```python\r\ndef strategy(board):\r\n    return 'a'\r\n```", CODE),
+    # prose around the block
+    ("Here it is:\n" + FENCED + "\nIt always moves left.", CODE),
+    # the fence on the same line as the prose before it
+    ("Sure:```python\ndef strategy(board):\n    return 'a'\n```", CODE),
+    # a final fence that was never closed (the completion hit its token limit)
+    ("assistantfinal```python\ndef strategy(board):\n    return 'a'\n", CODE),
+    # a draft in the analysis, the answer in the final channel: the final one wins
+    (
+        "analysis```python\ndef strategy(board):\n    return 'u'\n```assistantfinal" + FENCED,
+        CODE,
+    ),
+    # cut off during the analysis: its block is still used
+    ("analysis Let me write it.\n" + FENCED + "\nNow check", CODE),
+    # two blocks in the final answer, only the second defines strategy
+    ("assistantfinal```python\nprint(1)\n```\n" + FENCED, CODE),
+    # two versions in the final answer: the last one
+    ("assistantfinal```python\ndef strategy(board):\n    return 'u'\n```\n" + FENCED, CODE),
+    # imports above the function are kept
+    (
+        "assistantfinal```python\nimport random\n\ndef strategy(board):\n    return random.choice('ai')\n```",
+        "import random\n\ndef strategy(board):\n    return random.choice('ai')\n",
+    ),
+    # an indented block (inside a list item) is dedented
+    ("1. Code:\n   ```python\n   def strategy(board):\n       return 'a'\n   ```", CODE),
+    # no fences at all: from the def to the first line of prose
+    ("assistantfinaldef strategy(board):\n    return 'a'\nThis moves left.", CODE),
+    # async def is extracted (and judged malformed later)
+    (
+        "```python\nasync def strategy(board):\n    return 'a'\n```",
+        "async def strategy(board):\n    return 'a'\n",
+    ),
+    # no code at all
+    ("analysisI cannot do that.assistantfinalSorry.", None),
+    # a block that does not define strategy
+    ("assistantfinal```python\ndef play(board):\n    return 'a'\n```", None),
+    # the empty string
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXTRACTION_CASES)
+def test_extract_function(text, expected):
+    assert extract_function(text) == expected
+
+
+@pytest.mark.parametrize("value", [None, 3, b"def strategy(board): pass", {"content": FENCED}, ["x"]])
+def test_extract_function_returns_none_for_non_text(value):
+    assert extract_function(value) is None
+
+
+def test_extract_function_is_quick_on_a_huge_completion():
+    text = "analysis" + "x = 1\n" * 200_000 + "assistantfinal" + FENCED
+    start = time.perf_counter()
+    assert extract_function(text) == CODE
+    assert time.perf_counter() - start < 1.0
+
+
+# --- check_source -----------------------------------------------------------------------------------
+
+CHECK_CASES = [
+    # (source, verdict, well_formed)
+    (CODE, "ok", True),
+    ('"""Left."""\nimport math\nfrom collections import Counter\n' + CODE, "ok", True),
+    ("def strategy(board):\n    import heapq, itertools\n    return 'a'\n", "ok", True),
+    (
+        "from __future__ import annotations\ndef strategy(b: list[list[int]]) -> str:\n    return 'a'\n",
+        "ok",
+        True,
+    ),
+    (
+        "def strategy(board):\n    def helper(rows):\n        return 'a'\n    return helper(board)\n",
+        "ok",
+        True,
+    ),
+    ("def strategy(board):\n    type, input = 1, 2  # its own variables\n    return 'a'\n", "ok", True),
+    ("def strategy(board):\n    return max((k for k in 'ai'), key=len)\n", "ok", True),
+    ("def strategy(board)\n    return 'a'\n", "syntax_error", False),
+    ("", "syntax_error", False),
+    ("return 'a'\n", "syntax_error", False),
+    ("def strategy(board):\n    return 'a'\x00\n", "syntax_error", False),
+    ("x = " + "(" * 300 + ")" * 300 + "\n", "syntax_error", False),
+    ("def play(board):\n    return 'a'\n", "malformed", False),
+    (CODE + CODE, "malformed", False),
+    ("def helper(b):\n    return 'a'\n" + CODE, "malformed", False),
+    ("SIZE = 6\n" + CODE, "malformed", False),
+    (CODE + "if __name__ == '__main__':\n    print(strategy([[0]]))\n", "malformed", False),
+    ("strategy = lambda board: 'a'\n", "malformed", False),
+    ("class Strategy:\n    pass\n" + CODE, "malformed", False),
+    ("def strategy():\n    return 'a'\n", "malformed", False),
+    ("def strategy(board, extra):\n    return 'a'\n", "malformed", False),
+    ("def strategy(*boards):\n    return 'a'\n", "malformed", False),
+    ("def strategy(board, **options):\n    return 'a'\n", "malformed", False),
+    ("def strategy(*, board):\n    return 'a'\n", "malformed", False),
+    ("def strategy(board=None):\n    return 'a'\n", "malformed", False),
+    ("import functools\n@functools.cache\n" + CODE, "malformed", False),
+    ("async def strategy(board):\n    return 'a'\n", "malformed", False),
+    ("def strategy(board):\n    yield 'a'\n", "malformed", False),
+    ("def strategy(board: print('now')) -> str:\n    return 'a'\n", "malformed", False),
+    ("x = 1\n" * 20_000 + CODE, "malformed", False),
+    ("import os\n" + CODE, "forbidden", True),
+    ("import os\nx = 1\n" + CODE, "forbidden", False),
+    ("def strategy(board):\n    return eval('\"a\"')\n", "forbidden", True),
+    ("def strategy(board):\n    return type(board).__name__\n", "forbidden", True),
+]
+
+
+@pytest.mark.parametrize(("source", "verdict", "well_formed"), CHECK_CASES)
+def test_check_source(source, verdict, well_formed):
+    check = check_source(source)
+    assert (check.verdict, check.well_formed) == (verdict, well_formed), check.reason
+
+
+def test_check_source_names_the_line_of_the_problem():
+    check = check_source("def strategy(board):\n    x = 1\n    import sys\n    return 'a'\n")
+    assert check.reason.startswith("line 3:") and "sys" in check.reason
+
+
+def test_check_source_takes_the_allow_list_from_the_config():
+    source = "import math\n" + CODE
+    assert check_source(source, SandboxConfig(allowed_imports=("random",))).verdict == "forbidden"
+    assert check_source(source, SandboxConfig(allowed_imports=("math",))).verdict == "ok"
+
+
+def test_check_source_marks_attribute_stores():
+    assert check_source(
+        "def strategy(board):\n    class C: pass\n    C.x = 1\n    return 'a'\n"
+    ).stores_attributes
+    assert not check_source(CODE).stores_attributes
+
+
+def test_non_text_source_is_a_syntax_error():
+    assert check_source(None).verdict == "syntax_error"
+    assert check_source(42).verdict == "syntax_error"
+
+
+# --- execute_strategy and play_batch ------------------------------------------------------------
+
+
+def test_execute_strategy_leaves_the_final_board_in_the_game():
+    game = GameBoard(seed=5)
+    result = execute_strategy(RANDOM_VALID, game, config=FAST)
+    assert result.state == game.state() != "ongoing"
+    assert (result.score, result.max_tile) == (game.score(), game.max_tile())
+    assert result.steps == game.moves > 100
+
+
+def test_a_game_is_reproducible_from_its_seed():
+    first = play_batch([RANDOM_VALID], seeds=[11, 12], sandbox_config=FAST)[0]
+    again = play_batch([RANDOM_VALID], seeds=[11, 12], sandbox_config=FAST)[0]
+    assert first == again
+    assert first[0] != first[1]
+
+
+def test_the_parent_replays_the_same_game_the_worker_played():
+    game = from_config(GameConfig(), seed=21)
+    result = execute_strategy(RANDOM_VALID, game, config=FAST)
+    assert result.state in ("success", "failed")
+    assert result.error is None  # a disagreement between worker and replay would be an error
+
+
+def test_every_source_plays_every_seed_in_order():
+    sources = [CODE, "def strategy(board):\n    return 'i'\n", None, "not python"]
+    results = play_batch(sources, seeds=[1, 2, 3], sandbox_config=FAST)
+    assert [len(row) for row in results] == [3, 3, 3, 3]
+    assert [r.state for r in results[2] + results[3]] == ["rejected"] * 6
+    solo = play_batch(sources[1:2], seeds=[2], sandbox_config=FAST)[0][0]
+    assert results[1][1] == solo
+
+
+def test_an_invalid_key_fails_the_game_after_one_move():
+    result = execute_strategy("def strategy(board):\n    return 'left'\n", GameBoard(seed=1), config=FAST)
+    assert (result.state, result.steps) == ("failed", 1)
+    assert result.error == "invalid key 'left'"
+
+
+@pytest.mark.parametrize("value", ["None", "3", "['a']", "b'a'"])
+def test_a_non_string_return_fails_the_game(value):
+    result = execute_strategy(f"def strategy(board):\n    return {value}\n", GameBoard(seed=1), config=FAST)
+    assert (result.state, result.error) == ("failed", "returned something that is not a key")
+
+
+def test_keys_are_stripped_and_case_insensitive_as_in_the_game():
+    result = execute_strategy("def strategy(board):\n    return ' A\\n'\n", GameBoard(seed=1), config=FAST)
+    assert result.state == "stalled" and result.steps > 1
+
+
+def test_a_raising_strategy_is_an_error_with_its_message():
+    result = execute_strategy(
+        "def strategy(board):\n    raise ValueError('no idea')\n", GameBoard(seed=1), config=FAST
+    )
+    assert (result.state, result.error, result.steps) == ("error", "ValueError: no idea", 0)
+
+
+def test_an_error_at_definition_time_is_an_error():
+    result = execute_strategy("import collections.nothing\n" + CODE, GameBoard(seed=1), config=FAST)
+    assert result.state == "error" and "ImportError" in result.error
+
+
+def test_rejected_code_never_runs_and_leaves_the_game_alone():
+    game = GameBoard(seed=1)
+    before = game.board()
+    result = execute_strategy("import os\n" + CODE, game, config=FAST)
+    assert (result.state, result.steps) == ("rejected", 0)
+    assert result.error.startswith("forbidden: line 1: import of os")
+    assert game.board() == before and game.moves == 0
+
+
+def test_stall_limit_comes_from_the_config():
+    source = "def strategy(board):\n    return 'é'\n"  # up: a no-op once every column is packed
+    short = execute_strategy(source, GameBoard(seed=3), config=SandboxConfig(stall_moves=2))
+    long = execute_strategy(source, GameBoard(seed=3), config=SandboxConfig(stall_moves=30))
+    assert short.state == long.state == "stalled"
+    assert long.steps - short.steps == 28
+
+
+def test_printed_output_is_kept_up_to_the_cap():
+    source = "def strategy(board):\n    print('move', 'left', sep='-')\n    return 'x'\n"
+    result = execute_strategy(source, GameBoard(seed=1), config=FAST)
+    assert result.output == "move-left\n"
+    capped = execute_strategy(
+        "def strategy(board):\n    print('x' * 5000)\n    return 'a'\n",
+        GameBoard(seed=1),
+        config=SandboxConfig(max_output_chars=100),
+    )
+    assert capped.output == "x" * 100
+
+
+def test_state_kept_between_calls_lasts_one_game():
+    source = textwrap.dedent(
+        """\
+        def strategy(board):
+            global calls
+            try:
+                calls += 1
+            except NameError:
+                calls = 1
+            return "a" if calls < 3 else "bad"
+        """
+    )
+    first, second = play_batch([source], seeds=[1, 2], sandbox_config=FAST)[0]
+    assert (first.state, first.steps, first.error) == ("failed", 3, "invalid key 'bad'")
+    assert second.steps == 3
+
+
+def test_results_hold_only_known_states():
+    results = play_batch([CODE, RANDOM_VALID, "x"], seeds=[0], sandbox_config=FAST)
+    assert all(isinstance(r, GameResult) and r.state in STATES for row in results for r in row)
+
+
+# --- limits -------------------------------------------------------------------------------------------
+
+
+def test_default_call_limit_is_half_a_second():
+    start = time.perf_counter()
+    result = execute_strategy("def strategy(board):\n    while True:\n        pass\n", GameBoard(seed=1))
+    elapsed = time.perf_counter() - start
+    assert (result.state, result.error) == ("timeout", "a call to strategy ran over 0.5 s")
+    assert 0.5 <= elapsed < 1.5
+
+
+def test_default_game_limit_is_five_seconds():
+    slow_moves = textwrap.dedent(
+        """\
+        import random
+        def strategy(board):
+            n = 0
+            while n < 10**6:
+                n += 1
+            return random.choice("éuai")
+        """
+    )
+    start = time.perf_counter()
+    result = execute_strategy(slow_moves, GameBoard(seed=1))
+    elapsed = time.perf_counter() - start
+    assert (result.state, result.error) == ("timeout", "the game ran over 5 s")
+    assert 5.0 <= elapsed < 6.5
+    assert result.steps > 0
+
+
+def test_explicit_timeouts_override_the_config():
+    start = time.perf_counter()
+    result = execute_strategy(
+        "def strategy(board):\n    while True:\n        pass\n", GameBoard(seed=1), call_timeout=0.1
+    )
+    assert result.state == "timeout" and time.perf_counter() - start < 0.6
+
+
+# --- the pool -----------------------------------------------------------------------------------------
+
+
+def test_the_pool_is_reused_across_calls():
+    pool = get_pool(FAST)
+    before = pool.pids()
+    play_batch([CODE, RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
+    play_batch([CODE], seeds=[3], sandbox_config=FAST)
+    assert get_pool(FAST) is pool and pool.pids() == before
+
+
+def test_a_killed_worker_is_replaced_and_the_pool_keeps_working():
+    pool = get_pool(FAST)
+    before = set(pool.pids())
+    results = play_batch(
+        ["def strategy(board):\n    while True:\n        pass\n", RANDOM_VALID],
+        seeds=[1],
+        sandbox_config=FAST,
+    )
+    assert results[0][0].state == "timeout" and results[1][0].state in ("success", "failed")
+    after = set(pool.pids())
+    assert len(after) == len(before) and len(after - before) == 1
+    assert execute_strategy(CODE, GameBoard(seed=1), config=FAST).state == "stalled"
+
+
+def test_games_run_in_parallel():
+    loop = "def strategy(board):\n    while True:\n        pass\n"
+    variants = [loop + f"# copy {i}\n" for i in range(2)]
+    start = time.perf_counter()
+    play_batch(variants, seeds=[1], sandbox_config=SandboxConfig(call_timeout=0.4, max_workers=2))
+    assert time.perf_counter() - start < 0.75  # two 0.4 s timeouts side by side, not one after the other
+
+
+def test_identical_sources_play_once():
+    pool = get_pool(FAST)
+    before = pool.pids()
+    loop = "def strategy(board):\n    while True:\n        pass\n"
+    start = time.perf_counter()
+    results = play_batch([loop] * 6, seeds=[1], sandbox_config=FAST)
+    assert time.perf_counter() - start < 0.6
+    assert len({r[0] for r in results}) == 1
+    assert len(set(pool.pids()) - set(before)) == 1
+
+
+# --- where the pool can start from ---------------------------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """\
+    import sys
+    sys.path.insert(0, {root!r})
+    from helpers.sandbox import play_batch
+    print("top-level code ran", flush=True)
+    results = play_batch(["def strategy(board):\\n    return 'x'\\n"], seeds=[1])
+    print(results[0][0].state)
+    """
+)
+
+
+def _run_python(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, cwd="/", **kwargs
+    )
+
+
+def test_pool_starts_from_a_script_without_a_main_guard(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT.format(root=str(ROOT)))
+    done = _run_python([str(script)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top-level code ran", "failed"]  # the script ran once
+
+
+def test_pool_starts_from_python_reading_stdin():
+    done = _run_python(["-"], input=SCRIPT.format(root=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top-level code ran", "failed"]
+
+
+def test_pool_starts_from_a_notebook_kernel(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(SCRIPT.format(root=str(ROOT)))]
+    nbclient.NotebookClient(
+        notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = "".join(output.get("text", "") for output in notebook.cells[0].outputs)
+    assert outputs.splitlines() == ["top-level code ran", "failed"]
+
+
+def test_the_worker_never_imports_the_callers_main_or_its_heavy_modules(tmp_path):
+    script = tmp_path / "heavy.py"
+    script.write_text(
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "sys.modules['torch'] = type(sys)('torch')  # as if CUDA were initialised here\n"
+        "from helpers.sandbox import execute_strategy\n"
+        "from helpers.game import GameBoard\n"
+        'src = \'import math\\ndef strategy(board):\\n    return "a" if math.pi else "u"\\n\'\n'
+        "print(execute_strategy(src, GameBoard(seed=1)).state)\n"
+    )
+    done = _run_python([str(script)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stalled"
+
+
+@pytest.mark.gpu
+def test_pool_works_after_cuda_is_initialised():
+    torch = pytest.importorskip("torch")
+    torch.zeros(1, device="cuda")
+    assert execute_strategy(RANDOM_VALID, GameBoard(seed=2)).state in ("success", "failed")
+
+
+def test_sandbox_and_rewards_import_without_torch():
+    code = "import sys, helpers.sandbox, helpers.rewards; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    done = _run_python(["-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
