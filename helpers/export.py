@@ -1,0 +1,392 @@
+"""Save the trained model (LoRA adapter, merged 16-bit, MXFP4), then prove the training is in the files.
+
+Formats:
+- `lora`: the adapter alone (a few MB), loaded on top of the base model by peft, Unsloth or vLLM.
+- `merged_16bit`: the LoRA deltas added into the base weights, saved in bfloat16 (Unsloth's
+  `save_pretrained_merged` on the GPU path; peft's `merge_and_unload` on a fresh base otherwise).
+- `mxfp4`: gpt-oss's own release format, what `openai/gpt-oss-20b` ships: the merged model with the
+  expert weights packed as MXFP4 (blocks of 32 FP4 E2M1 values sharing one power-of-two scale,
+  `*_blocks` and `*_scales` tensors, `quantization_config.quant_method = "mxfp4"`), everything
+  else in bfloat16. transformers, vLLM and llama.cpp's converter read it. It is written here from
+  the merged 16-bit export. Unsloth's own `save_method="mxfp4"` is a different thing (an
+  llm-compressor W4A4 checkpoint for vLLM) which, in Unsloth 2026.10.7, requires llm-compressor
+  <= 0.12 and so transformers <= 4.57.6: it refuses our transformers 5.17.
+
+Verification (`verify_export`): after saving, the export is loaded back the way a user would load
+it, and on a fixed prompt its change to the logits relative to the base model (`export - base`) is
+compared with the trained adapter's change (`adapter - base`, in memory): at each position, the
+difference relative to the adapter's change; the median over positions must stay within the
+format's tolerance. Upstream regressions have silently dropped the MoE
+experts' LoRA deltas from merged exports: such an export still differs from the base (the attention
+deltas are there), so "differs from base" alone would pass it; the comparison of the two changes
+fails it. An untrained adapter (no change to compare) is reported as inconclusive, not verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.config import Config, TrainingConfig
+from helpers.model import EXPERT_PARAMETERS, load_base_model
+
+FORMATS = ("lora", "merged_16bit", "mxfp4")
+"""Export formats, smallest first."""
+
+RELATIVE_TOLERANCE = {"lora": 0.02, "merged_16bit": 0.25, "mxfp4": 0.5}
+"""Largest accepted difference between the export's change to the logits and the adapter's, relative to the latter.
+
+Measured on the tiny model with random adapters: a correct LoRA reload differs by 0, a correct 16-bit
+merge by 0.01-0.17 (rounding), a merge that drops the experts' or the attention's deltas by 0.56-0.96.
+MXFP4 rounds the experts to 4 bits, which keeps a large change (0.2) but erases a small one (> 0.9).
+"""
+
+MIN_EFFECT = 1e-4
+"""Below this largest change of a logit, the adapter is taken as untrained and nothing can be verified."""
+
+MXFP4_BLOCK = 32
+"""Values sharing one scale in an MXFP4 block (the OCP microscaling format)."""
+
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+"""The magnitudes an FP4 E2M1 number can take; the fourth bit is the sign."""
+
+MXFP4_NOT_CONVERTED = (
+    "model.layers.*.self_attn",
+    "model.layers.*.mlp.router",
+    "model.embed_tokens",
+    "lm_head",
+)
+"""Modules gpt-oss keeps in bfloat16 in its MXFP4 checkpoints (as in openai/gpt-oss-20b's config)."""
+
+WRITTEN_BY_MXFP4 = frozenset({"config.json", "model.safetensors.index.json"})
+"""Files of the merged checkpoint that the MXFP4 writer rewrites instead of copying."""
+
+CHECK_COMPLETION = 'def strategy(board):\n    return "a"\n'
+"""The fixed answer appended to the task prompt for the logits comparison."""
+
+
+class ExportError(RuntimeError):
+    """A format cannot be produced here; the message says what to install or do."""
+
+
+class ExportVerificationError(RuntimeError):
+    """The export does not hold the trained weights (the check's numbers are in the message)."""
+
+
+@dataclass
+class ExportCheck:
+    """The reload check of one export: does it change the model the way the adapter does?"""
+
+    verdict: str
+    """`verified`, `inconclusive` (the adapter changes nothing yet) or `failed`."""
+    effect: float
+    """Largest change the adapter makes to a logit on the fixed prompt (adapter - base)."""
+    mismatch: float
+    """Median over positions of |(export - base) - (adapter - base)| / |adapter - base| (logit vectors)."""
+    tolerance: float
+    """Largest mismatch accepted for the format (`RELATIVE_TOLERANCE`)."""
+    message: str
+    """The verdict in words."""
+
+
+@dataclass
+class ExportResult:
+    """One saved export."""
+
+    format: str
+    """One of `FORMATS`."""
+    path: str
+    """The folder written."""
+    seconds: float
+    """Time to save (and, for mxfp4, to merge and pack)."""
+    check: ExportCheck | None
+    """The reload check, or None when verification was skipped."""
+
+
+def _training(config: Config | TrainingConfig) -> TrainingConfig:
+    return config.training if isinstance(config, Config) else config
+
+
+def default_export_dir(config: Config | TrainingConfig, fmt: str) -> Path:
+    """Where an export goes unless told otherwise: `<output_dir>/export-<format>`."""
+    return Path(_training(config).output_dir) / f"export-{fmt}"
+
+
+def export_model(
+    model: Any,
+    tokenizer: Any,
+    config: Config | TrainingConfig,
+    fmt: str,
+    path: str | os.PathLike | None = None,
+    verify: bool = True,
+) -> ExportResult:
+    """Save `model` (a LoRA-adapted model from `load_model`) in a format, then check the export.
+
+    Raises `ExportError` when the format cannot be produced and `ExportVerificationError` when the
+    export does not carry the trained weights.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    training = _training(config)
+    path = Path(path) if path is not None else default_export_dir(training, fmt)
+    started = time.perf_counter()
+    if fmt == "lora":
+        save_lora(model, tokenizer, path)
+    elif fmt == "merged_16bit":
+        save_merged_16bit(model, tokenizer, training, path)
+    else:
+        with tempfile.TemporaryDirectory(
+            prefix="merged-", dir=path.parent if path.parent.exists() else None
+        ) as tmp:
+            save_merged_16bit(model, tokenizer, training, Path(tmp))
+            convert_to_mxfp4(Path(tmp), path)
+    seconds = time.perf_counter() - started
+    check = verify_export(model, tokenizer, training, fmt, path) if verify else None
+    if check is not None and check.verdict == "failed":
+        raise ExportVerificationError(f"{fmt} export in {path}: {check.message}")
+    return ExportResult(format=fmt, path=str(path), seconds=seconds, check=check)
+
+
+# --- writers ---------------------------------------------------------------------------------------
+
+
+def save_lora(model: Any, tokenizer: Any, path: Path) -> None:
+    """The adapter weights and config, plus the tokenizer."""
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+
+
+def save_merged_16bit(model: Any, tokenizer: Any, training: TrainingConfig, path: Path) -> None:
+    """Base weights plus LoRA deltas, in bfloat16; the in-memory model keeps its adapters."""
+    if hasattr(model, "save_pretrained_merged"):  # Unsloth
+        model.save_pretrained_merged(str(path), tokenizer, save_method="merged_16bit")
+        return
+    import torch
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory(prefix="adapter-") as adapter_dir:
+        model.save_pretrained(adapter_dir)
+        base = load_base_model(training.model_name)  # float32: merge first, round once when saving
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.to(torch.bfloat16).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+
+
+def quantize_mxfp4(weight: Any) -> tuple[Any, Any]:
+    """Pack expert weights `[experts, in, out]` as gpt-oss MXFP4: (blocks, scales), both uint8.
+
+    Blocks are `[experts, out, in / 32, 16]` (two FP4 codes per byte, the even element in the low
+    nibble), scales `[experts, out, in / 32]` (a power-of-two exponent biased by 127): the layout of
+    openai/gpt-oss-20b, which `transformers.integrations.mxfp4` unpacks. Each block's scale is the
+    smallest power of two that keeps its largest value within FP4's range (6), and every value is
+    rounded to the nearest FP4 magnitude.
+    """
+    import torch
+
+    experts, inputs, outputs = weight.shape
+    if inputs % MXFP4_BLOCK:
+        raise ExportError(
+            f"MXFP4 packs blocks of {MXFP4_BLOCK} values; an input size of {inputs} does not divide"
+        )
+    thresholds = torch.tensor([(a + b) / 2 for a, b in zip(FP4_VALUES, FP4_VALUES[1:], strict=False)])
+    blocks = torch.empty(experts, outputs, inputs // MXFP4_BLOCK, MXFP4_BLOCK // 2, dtype=torch.uint8)
+    scales = torch.empty(experts, outputs, inputs // MXFP4_BLOCK, dtype=torch.uint8)
+    for expert in range(experts):  # one expert at a time bounds the temporary memory
+        rows = weight[expert].t().float().cpu().reshape(outputs, inputs // MXFP4_BLOCK, MXFP4_BLOCK)
+        largest = rows.abs().amax(-1)
+        exponent = torch.ceil(torch.log2(largest / FP4_VALUES[-1]))
+        exponent = torch.where(largest > 0, exponent, torch.full_like(exponent, -127.0)).clamp(-127, 127)
+        scaled = rows / torch.exp2(exponent).unsqueeze(-1)
+        codes = torch.bucketize(scaled.abs().contiguous(), thresholds).to(torch.uint8) | (
+            (scaled < 0).to(torch.uint8) << 3
+        )
+        blocks[expert] = codes[..., 0::2] | (codes[..., 1::2] << 4)
+        scales[expert] = (exponent + 127).to(torch.uint8)
+    return blocks, scales
+
+
+def dequantize_mxfp4(blocks: Any, scales: Any) -> Any:
+    """Unpack `quantize_mxfp4`'s output back to float32 `[experts, in, out]`."""
+    import torch
+
+    values = torch.tensor(FP4_VALUES + tuple(-v for v in FP4_VALUES))
+    codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).reshape(*blocks.shape[:-1], MXFP4_BLOCK).long()
+    rows = values[codes] * torch.exp2(scales.float() - 127).unsqueeze(-1)
+    return rows.reshape(*rows.shape[:-2], -1).transpose(1, 2).contiguous()
+
+
+def _is_expert_tensor(name: str) -> bool:
+    return name.endswith(EXPERT_PARAMETERS)
+
+
+def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
+    """Write gpt-oss's MXFP4 checkpoint at `path` from a merged 16-bit checkpoint in `merged_dir`."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shards = sorted(merged_dir.glob("*.safetensors"))
+    if not shards:
+        raise ExportError(f"no safetensors weights in {merged_dir}: cannot pack MXFP4")
+    path.mkdir(parents=True, exist_ok=True)
+    packed = 0
+    weight_map = {}
+    for shard in shards:
+        tensors = {}
+        with safe_open(str(shard), framework="pt") as file:
+            for name in file.keys():  # noqa: SIM118 (safe_open is not a dict)
+                tensor = file.get_tensor(name)
+                if _is_expert_tensor(name) and tensor.dim() == 3:
+                    tensors[name + "_blocks"], tensors[name + "_scales"] = quantize_mxfp4(tensor)
+                    packed += 1
+                else:
+                    tensors[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
+        save_file(tensors, str(path / shard.name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, shard.name))
+    if not packed:
+        raise ExportError(
+            f"the merged checkpoint in {merged_dir} has no stacked gpt-oss expert tensors "
+            f"({', '.join(EXPERT_PARAMETERS)}); MXFP4 packing needs the transformers layout. Export merged_16bit instead."
+        )
+    if len(shards) > 1:
+        index = {"metadata": {}, "weight_map": weight_map}
+        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config = json.loads((merged_dir / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": list(MXFP4_NOT_CONVERTED),
+    }
+    config["dtype"] = "bfloat16"
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for extra in merged_dir.iterdir():
+        if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in WRITTEN_BY_MXFP4:
+            shutil.copy2(extra, path / extra.name)
+
+
+# --- verification ------------------------------------------------------------------------------------
+
+
+def check_inputs(tokenizer: Any, config: Config | TrainingConfig, device: Any) -> Any:
+    """Token ids of the fixed prompt the check runs on: the task prompt and a short answer."""
+    from helpers.prompts import chat_messages
+
+    game = config.game if isinstance(config, Config) else None
+    messages = [*chat_messages(game), {"role": "assistant", "content": CHECK_COMPLETION}]
+    ids = tokenizer.apply_chat_template(messages, return_dict=True, return_tensors="pt")["input_ids"]
+    return ids.to(device)
+
+
+def _logits(model: Any, input_ids: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=input_ids).logits.float()
+
+
+def _round_experts_to_mxfp4(model: Any) -> None:
+    """Replace a loaded model's expert weights by their MXFP4 rounding, in place."""
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if _is_expert_tensor(name) and parameter.dim() == 3:
+                rounded = dequantize_mxfp4(*quantize_mxfp4(parameter))
+                parameter.copy_(rounded.to(parameter.dtype))
+
+
+def _load_export(fmt: str, path: Path, training: TrainingConfig, like: Any) -> tuple[Any, Any]:
+    """(the export loaded back, the base it is compared with), loaded alike so that only the training differs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = next(like.parameters()).device.type == "cuda"
+    compute = torch.bfloat16 if on_gpu else torch.float32
+    placement = {"device_map": "auto"} if on_gpu else {}
+    if fmt == "lora":
+        from peft import PeftModel
+
+        reloaded = PeftModel.from_pretrained(load_base_model(training.model_name, like), str(path)).eval()
+        return reloaded, None  # the base is the same model with its adapter disabled
+    if fmt == "mxfp4":
+        from transformers import Mxfp4Config
+
+        placement["quantization_config"] = Mxfp4Config(dequantize=True)
+    export = (
+        AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, **placement).to(compute).eval()
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        training.model_name, dtype=torch.bfloat16, **({"device_map": "auto"} if on_gpu else {})
+    )
+    if fmt == "mxfp4":
+        _round_experts_to_mxfp4(base)
+    return export, base.to(compute).eval()
+
+
+def verify_export(
+    model: Any, tokenizer: Any, config: Config | TrainingConfig, fmt: str, path: str | os.PathLike
+) -> ExportCheck:
+    """Load the export back and compare its change to the logits with the in-memory adapter's.
+
+    `model` is the trained adapter model; its base's logits come from disabling the adapter.
+    """
+    training = _training(config)
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # Unsloth returns no logits in training mode otherwise
+    was_training = model.training
+    model.eval()
+    try:
+        input_ids = check_inputs(tokenizer, config, next(model.parameters()).device)
+        trained = _logits(model, input_ids)
+        with model.disable_adapter():
+            untrained = _logits(model, input_ids)
+    finally:
+        model.train(was_training)
+    export, base = _load_export(fmt, Path(path), training, model)
+    export_ids = input_ids.to(next(export.parameters()).device)
+    exported = _logits(export, export_ids)
+    if base is None:
+        with export.disable_adapter():
+            export_base = _logits(export, export_ids)
+    else:
+        export_base = _logits(base, export_ids)
+    del export, base
+    change = (trained - untrained).cpu()[0]
+    export_change = (exported - export_base).cpu()[0]
+    effect = float(change.abs().max())
+    # Per position, the size of the difference relative to the size of the change; the median ignores
+    # the few positions where rounding flips an MoE routing decision and the logits jump.
+    relative = (export_change - change).norm(dim=-1) / change.norm(dim=-1).clamp_min(1e-12)
+    mismatch = float(relative.median())
+    tolerance = RELATIVE_TOLERANCE[fmt]
+    if effect < MIN_EFFECT:
+        verdict, mismatch = "inconclusive", float("nan")
+        message = (
+            f"the adapter changes the logits by at most {effect:.2e} (untrained?), so the export cannot be told "
+            "apart from the base model; train some steps and export again to verify it"
+        )
+    elif mismatch <= tolerance:
+        verdict = "verified"
+        message = (
+            f"the export changes the logits as the trained adapter does (relative difference {mismatch:.3f}, "
+            f"tolerance {tolerance}; largest change of a logit {effect:.3g})"
+        )
+    else:
+        verdict = "failed"
+        cause = (
+            "MXFP4 rounds the expert weights to 4 bits, which erases a change this small; use merged_16bit or lora"
+            if fmt == "mxfp4"
+            else "a merge that dropped some LoRA deltas (the MoE experts' in known upstream regressions) looks "
+            "like this; the lora export keeps them exactly"
+        )
+        message = (
+            f"the export does not carry the trained weights: its change to the logits differs from the adapter's "
+            f"by {mismatch:.2f} of that change (tolerance {tolerance}; largest change of a logit {effect:.3g}); {cause}"
+        )
+    return ExportCheck(
+        verdict=verdict, effect=effect, mismatch=mismatch, tolerance=tolerance, message=message
+    )

@@ -1,0 +1,403 @@
+"""Load gpt-oss for GRPO with LoRA adapters, and build a tiny random gpt-oss for CPUs.
+
+`load_model(config)` is one function for every machine. With a CUDA GPU and `use_unsloth`, it goes
+through Unsloth's `FastLanguageModel` (4-bit or 16-bit base, embedding offload, LoRA, Unsloth's
+gradient checkpointing). Everywhere else it uses transformers + peft: LoRA on the attention
+projections, and on the mixture-of-experts weights through peft's `target_parameters`, because
+gpt-oss keeps its experts as two stacked `nn.Parameter`s per layer (`mlp.experts.gate_up_proj`,
+`mlp.experts.down_proj`) rather than as `nn.Linear` modules.
+
+`make_tiny_model(path)` writes a random `GptOssForCausalLM` of the real architecture (2 layers,
+4 experts, hidden size 64) and a byte-level BPE tokenizer trained here, on the task prompt and some
+Python, with a harmony-style chat template (`<|start|>`, `<|channel|>`, `<|message|>`, `<|end|>`,
+`<|return|>`) that takes `reasoning_effort`. Tests, the CPU demo and the GPU smoke run use it, since
+the real weights cannot be downloaded on those machines. Nothing here touches the network except
+`load_model` with a Hugging Face id on a machine that allows it.
+
+Unsloth patches transformers and TRL when it is imported, so it must come first: this module imports
+neither at the top, and `import_unsloth_if_used(config)` is called before anything else loads them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.config import Config, GameConfig, TrainingConfig
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+"""Environment that keeps Hugging Face libraries off the network (set while building the tiny model)."""
+
+GPU_PROFILES = ("dgx-spark", "h100")
+"""Profiles that load gpt-oss-20b and so need a CUDA GPU."""
+
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+"""gpt-oss attention projections: `nn.Linear` modules that peft's `target_modules` reaches."""
+
+EXPERT_MODULES = ("gate_proj", "up_proj", "down_proj")
+"""The MLP names in `TrainingConfig.target_modules`; on gpt-oss they mean the experts."""
+
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+"""gpt-oss expert weights as transformers stores them: peft reaches them through `target_parameters`."""
+
+SPECIAL_TOKENS = (
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|constrain|>",
+    "<|channel|>",
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|call|>",
+)
+"""The harmony format's special tokens, as in the gpt-oss tokenizer."""
+
+CHAT_TEMPLATE = (
+    "{%- if reasoning_effort is not defined %}{%- set reasoning_effort = 'medium' %}{%- endif -%}"
+    "<|start|>system<|message|>You are a helpful assistant.\n"
+    "Reasoning: {{ reasoning_effort }}\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' or message['role'] == 'developer' %}"
+    "<|start|>developer<|message|># Instructions\n\n{{ message['content'] }}<|end|>"
+    "{%- elif message['role'] == 'user' %}"
+    "<|start|>user<|message|>{{ message['content'] }}<|end|>"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{%- if message.get('thinking') %}"
+    "<|start|>assistant<|channel|>analysis<|message|>{{ message['thinking'] }}<|end|>"
+    "{%- endif %}"
+    "<|start|>assistant<|channel|>final<|message|>{{ message['content'] }}"
+    "{%- if loop.last and not add_generation_prompt %}<|return|>{%- else %}<|end|>{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start|>assistant{%- endif %}"
+)
+"""A harmony-style chat template: system message with `Reasoning: {reasoning_effort}`, then the turns."""
+
+
+@dataclass(frozen=True)
+class TinyModelShape:
+    """Sizes of the tiny random gpt-oss (the real model: 24 layers, 32 experts, hidden 2880)."""
+
+    num_hidden_layers: int = 2
+    """Decoder layers (one sliding-window, one full attention)."""
+    num_local_experts: int = 4
+    """Experts per MoE layer."""
+    num_experts_per_tok: int = 2
+    """Experts each token is routed to."""
+    hidden_size: int = 64
+    """Model width (a multiple of 32, so that the experts can be packed in MXFP4 blocks)."""
+    intermediate_size: int = 64
+    """Expert width (a multiple of 32, same reason)."""
+    num_attention_heads: int = 4
+    """Query heads."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention, as in gpt-oss)."""
+    head_dim: int = 16
+    """Width of one attention head."""
+    vocab_size: int = 2048
+    """Tokenizer vocabulary, special tokens included."""
+    max_position_embeddings: int = 4096
+    """Longest sequence the rotary embedding is set up for."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded on this machine; the message says why and what to do."""
+
+
+def _training(config: Config | TrainingConfig) -> TrainingConfig:
+    return config.training if isinstance(config, Config) else config
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (asks the driver; does not create a CUDA context)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def uses_unsloth(config: Config | TrainingConfig) -> bool:
+    """Whether `load_model` takes the Unsloth path: a CUDA GPU is present and `use_unsloth` is set."""
+    return _training(config).use_unsloth and cuda_available()
+
+
+def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
+    """Import Unsloth before transformers and TRL when the Unsloth path is taken; True if it was.
+
+    Raises `ModelLoadError` when the configuration asks for Unsloth on a GPU and it is not installed.
+    """
+    if not uses_unsloth(config):
+        return False
+    if importlib.util.find_spec("unsloth") is None:
+        raise ModelLoadError(
+            "this configuration uses Unsloth (use_unsloth=True) and a CUDA GPU is present, but the "
+            "unsloth package is not installed. Install the GPU extras (./setup.sh --gpu, or "
+            "pip install '.[train,gpu]'), or set use_unsloth=false to train with transformers + peft."
+        )
+    late = sorted(name for name in ("transformers", "trl", "peft") if name in sys.modules)
+    if late and "unsloth" not in sys.modules:
+        print(
+            f"warning: {', '.join(late)} were imported before Unsloth; restart the kernel and load the "
+            "model first if Unsloth reports missing patches.",
+            file=sys.stderr,
+        )
+    import unsloth  # noqa: F401
+
+    return True
+
+
+def ensure_tiny_model(config: Config | TrainingConfig) -> Path | None:
+    """Build the `cpu-tiny` profile's model folder when it is missing; returns its path, or None.
+
+    Only the `cpu-tiny` profile builds anything: other profiles name real weights, which must exist.
+    """
+    training = _training(config)
+    if training.profile != "cpu-tiny":
+        return None
+    path = Path(training.model_name)
+    if not (path / "config.json").is_file():
+        print(f"building the tiny random gpt-oss in {path} (no download; a few seconds)")
+        make_tiny_model(path)
+    return path
+
+
+def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
+    """Raise `ModelLoadError` with a remedy when this machine cannot load the configured model."""
+    if not gpu and (training.profile in GPU_PROFILES or training.load_in_4bit):
+        raise ModelLoadError(
+            f"profile {training.profile!r} loads {training.model_name} "
+            f"{'in 4-bit ' if training.load_in_4bit else ''}and needs a CUDA GPU, and none was found. "
+            "On this machine use the tiny model: --profile cpu-tiny (or make_config('cpu-tiny'))."
+        )
+    name = training.model_name
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ModelLoadError(f"model folder {name} has no config.json: it is not a saved model.")
+        return
+    looks_like_path = (
+        name.startswith((".", "/", "~")) or name.count("/") != 1 or training.profile == "cpu-tiny"
+    )
+    if looks_like_path:
+        hint = (
+            " Build it with helpers.model.make_tiny_model(path) (python -m helpers train does it for you)."
+            if training.profile == "cpu-tiny"
+            else ""
+        )
+        raise ModelLoadError(f"model folder {name} does not exist.{hint}")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ModelLoadError(
+                f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it on a "
+                f"machine with network access (hf download {name}) or point model_name at a local folder."
+            )
+
+
+def load_model(config: Config | TrainingConfig) -> tuple[Any, Any]:
+    """Load the configured model with fresh LoRA adapters: (peft model, tokenizer).
+
+    Unsloth's FastLanguageModel on a CUDA GPU when `use_unsloth`, transformers + peft otherwise; both
+    read the same `TrainingConfig`. The `cpu-tiny` profile builds its model folder when missing.
+    Raises `ModelLoadError` when the machine cannot load the model (no GPU for a GPU profile, a
+    missing folder, Unsloth not installed).
+    """
+    training = _training(config)
+    ensure_tiny_model(training)
+    gpu = cuda_available()
+    _check_loadable(training, gpu)
+    if import_unsloth_if_used(training):
+        return _load_with_unsloth(training)
+    return _load_with_peft(training, gpu)
+
+
+def _load_with_unsloth(training: TrainingConfig) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=training.model_name,
+        max_seq_length=training.max_seq_length,
+        load_in_4bit=training.load_in_4bit,
+        offload_embedding=training.offload_embedding,
+        dtype=None,
+    )
+    checkpointing = {"unsloth": "unsloth", "true": True, "false": False}[training.gradient_checkpointing]
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=training.lora_rank,
+        lora_alpha=training.lora_alpha,
+        target_modules=list(training.target_modules),
+        use_gradient_checkpointing=checkpointing,
+        random_state=training.seed,
+    )
+    return model, tokenizer
+
+
+def lora_config(training: TrainingConfig) -> Any:
+    """peft's `LoraConfig` for gpt-oss on the transformers path: attention modules plus expert parameters."""
+    from peft import LoraConfig
+
+    modules = [name for name in training.target_modules if name in ATTENTION_MODULES]
+    wants_experts = any(name in EXPERT_MODULES for name in training.target_modules)
+    unknown = sorted(set(training.target_modules) - set(ATTENTION_MODULES) - set(EXPERT_MODULES))
+    if unknown:
+        raise ModelLoadError(
+            f"target_modules {unknown} are not gpt-oss modules; choose from {ATTENTION_MODULES + EXPERT_MODULES}"
+        )
+    return LoraConfig(
+        r=training.lora_rank,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=modules,
+        target_parameters=list(EXPERT_PARAMETERS) if wants_experts else None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_with_peft(training: TrainingConfig, gpu: bool) -> tuple[Any, Any]:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(training.seed)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if gpu else torch.float32}
+    if gpu:
+        kwargs["device_map"] = "auto"
+    if training.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    model = AutoModelForCausalLM.from_pretrained(training.model_name, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(training.model_name)
+    model = get_peft_model(model, lora_config(training))
+    return model, tokenizer
+
+
+def load_base_model(model_name: str, like: Any = None) -> Any:
+    """The base model in 16-bit (float32 on a CPU), without adapters: the reference exports are checked against.
+
+    `like` is a loaded model whose device placement to follow (CPU when None).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = like is not None and next(like.parameters()).device.type == "cuda"
+    return AutoModelForCausalLM.from_pretrained(
+        model_name,
+        dtype=torch.bfloat16 if on_gpu else torch.float32,
+        device_map="auto" if on_gpu else None,
+    ).eval()
+
+
+# --- the tiny random gpt-oss --------------------------------------------------------------------
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Local text the tiny tokenizer learns from: the task prompts, chat markup and some Python."""
+    import bisect
+    import heapq
+    import random
+
+    from helpers import prompts
+
+    texts = []
+    for keymap in ("bepo", "wasd"):
+        for size in (4, 6):
+            config = GameConfig(size=size, keymap=keymap)
+            texts.append(prompts.build_prompt(config))
+    texts.append(
+        "def strategy(board):\n"
+        "    import random\n"
+        "    best, best_key = -1, 'a'\n"
+        "    for key in ('a', 'i', 'u', 'é', 'w', 's', 'd'):\n"
+        "        empty = sum(row.count(0) for row in board)\n"
+        "        if empty > best:\n"
+        "            best, best_key = empty, key\n"
+        "    return best_key\n"
+    )
+    texts.append("Reasoning: low\nReasoning: medium\nReasoning: high\nanalysis commentary final\n")
+    for module in (random, heapq, bisect):
+        texts.append(inspect.getsource(module))
+    return texts
+
+
+def make_tiny_tokenizer(vocab_size: int = TinyModelShape.vocab_size) -> Any:
+    """A byte-level BPE tokenizer trained here, with the harmony special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=TinyModelShape.max_position_embeddings,
+    )
+
+
+def make_tiny_model(path: str | os.PathLike, shape: TinyModelShape | None = None, seed: int = 0) -> Path:
+    """Write a tiny random `GptOssForCausalLM` and its tokenizer to `path`; returns the path.
+
+    The architecture class, the expert layout and the chat markup are gpt-oss's; only the sizes are
+    small. Deterministic for a given seed; never touches the network.
+    """
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import torch
+    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+
+    shape = shape or TinyModelShape()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tiny_tokenizer(shape.vocab_size)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = GptOssConfig(
+        num_hidden_layers=shape.num_hidden_layers,
+        num_local_experts=shape.num_local_experts,
+        num_experts_per_tok=shape.num_experts_per_tok,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        head_dim=shape.head_dim,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=shape.max_position_embeddings,
+        bos_token_id=ids["<|startoftext|>"],
+        eos_token_id=ids["<|return|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    torch.manual_seed(seed)
+    model = GptOssForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|startoftext|>"],
+        eos_token_id=[ids["<|return|>"], ids["<|endoftext|>"], ids["<|call|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=True,
+    )
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "tiny_model.json").write_text(
+        json.dumps({"shape": shape.__dict__, "seed": seed}, indent=2) + "\n"
+    )
+    return path

@@ -1,0 +1,480 @@
+"""GRPO training: the dataset, TRL's configuration from a profile, the trainer, its logs, and resume.
+
+`train(config)` runs a whole training: it starts the reward worker pool (before CUDA initialises),
+loads the model unless one is given, checks the output folder, and calls TRL's `GRPOTrainer` with
+the project's reward functions. Every logged step is appended to `<output_dir>/metrics.jsonl`; a
+notebook shows a live plot redrawn in place, a console a progress bar; a checkpoint is written every
+`save_steps` and at the end. `train(config, resume=True)` continues from the latest checkpoint, and
+only with the same settings (the run's configuration is saved as `run_config.json` beside the
+checkpoints): changing the model, LoRA, rewards or game halfway would silently mix two experiments.
+
+`generate_strategies(model, tokenizer, config, n)` asks the model for `n` strategies and returns
+the completions with the function extracted from each: the before/after picture of training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helpers.config import Config, as_dict
+from helpers.metrics import append_metrics, metrics_path, plot_metrics, read_metrics, truncate_metrics
+
+RUN_CONFIG_FILE = "run_config.json"
+"""The run's configuration, saved in its output folder and compared on resume."""
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "training.max_steps",
+        "training.save_steps",
+        "training.logging_steps",
+        "training.output_dir",
+        "sandbox.max_workers",
+        "profile_reason",
+    }
+)
+"""Settings a resumed run may change: how long and how often, never what is trained or rewarded."""
+
+CHECKPOINT_PREFIX = "checkpoint-"
+"""transformers names checkpoint folders `checkpoint-<step>`."""
+
+log = logging.getLogger(__name__)
+
+
+class RunFolderError(RuntimeError):
+    """The output folder cannot take this run (an incompatible run, nothing to resume, ...)."""
+
+
+class ConfigurationError(ValueError):
+    """The training settings cannot work together; the message says which and why."""
+
+
+@dataclass
+class TrainResult:
+    """What a call to `train` did."""
+
+    output_dir: str
+    """The run's folder: checkpoints, metrics.jsonl, run_config.json."""
+    global_step: int
+    """Optimiser steps done in total (including those before a resume)."""
+    checkpoint: str | None
+    """The latest checkpoint folder, or None if none was written."""
+    resumed_from: str | None
+    """The checkpoint this call continued from, or None for a fresh run."""
+    seconds: float
+    """Wall-clock time of this call's training."""
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    """The last logged step's metrics."""
+
+
+@dataclass
+class GeneratedStrategy:
+    """One completion of the task prompt and the strategy extracted from it."""
+
+    text: str
+    """The completion as the reward functions see it (special tokens removed)."""
+    source: str | None
+    """The extracted `def strategy(board)` source, or None when there is none."""
+
+
+# --- dataset and configuration -------------------------------------------------------------------
+
+
+def build_dataset(config: Config) -> Any:
+    """The GRPO dataset: the task prompt as a chat, repeated, with the reasoning-effort column.
+
+    Unsloth's trainer passes a column the chat template mentions (`reasoning_effort`) to the template
+    row by row; plain TRL gets the same value through `chat_template_kwargs`.
+    """
+    from datasets import Dataset
+
+    from helpers.prompts import chat_messages
+
+    row = {"prompt": chat_messages(config.game), "reasoning_effort": config.training.reasoning_effort}
+    return Dataset.from_list([row] * config.training.dataset_size)
+
+
+def check_batch_sizes(config: Config, num_processes: int = 1) -> int:
+    """The generation batch (completions per optimiser step); raises if TRL would refuse it.
+
+    TRL generates `per_device_train_batch_size * gradient_accumulation_steps * processes` completions
+    per step, in groups of `num_generations` completions of the same prompt, so the first must be a
+    multiple of the second.
+    """
+    training = config.training
+    batch = training.per_device_train_batch_size * training.gradient_accumulation_steps * num_processes
+    if training.num_generations < 2:
+        raise ConfigurationError(
+            f"num_generations={training.num_generations}: GRPO compares completions within a group, so it needs at least 2"
+        )
+    if batch % training.num_generations:
+        raise ConfigurationError(
+            f"per_device_train_batch_size ({training.per_device_train_batch_size}) x gradient_accumulation_steps "
+            f"({training.gradient_accumulation_steps}) = {batch} completions per step is not a multiple of "
+            f"num_generations ({training.num_generations}); change one of them"
+        )
+    return batch
+
+
+def grpo_config(config: Config, gpu: bool | None = None) -> Any:
+    """TRL's `GRPOConfig` for a run, built from the profile's `TrainingConfig`."""
+    import torch
+    from trl import GRPOConfig
+
+    training = config.training
+    check_batch_sizes(config)
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    return GRPOConfig(
+        output_dir=training.output_dir,
+        per_device_train_batch_size=training.per_device_train_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        num_generations=training.num_generations,
+        max_completion_length=training.max_completion_length,
+        temperature=training.temperature,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler_type,
+        weight_decay=training.weight_decay,
+        warmup_steps=training.warmup_ratio,
+        optim=training.optim,
+        max_steps=training.max_steps,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        logging_steps=training.logging_steps,
+        seed=training.seed,
+        chat_template_kwargs={"reasoning_effort": training.reasoning_effort},
+        gradient_checkpointing=training.gradient_checkpointing != "false",
+        bf16=bf16,
+        fp16=gpu and not bf16,
+        use_cpu=not gpu,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+# --- the run folder: saved configuration, compatibility, latest checkpoint -----------------------
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that differ between two saved configurations and may not change on resume."""
+    old, new = _flatten(saved), _flatten(json.loads(json.dumps(current)))
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key)
+    ]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder with the highest step in `output_dir`, or None."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = [
+        (int(path.name[len(CHECKPOINT_PREFIX) :]), path)
+        for path in folder.iterdir()
+        if path.is_dir()
+        and path.name.startswith(CHECKPOINT_PREFIX)
+        and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return max(steps)[1] if steps else None
+
+
+def prepare_run_folder(config: Config, resume: bool) -> Path | None:
+    """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
+
+    A fresh run refuses a folder that already holds checkpoints; a resumed run needs a checkpoint and
+    the same settings (apart from `RESUMABLE_CHANGES`). Raises `RunFolderError` otherwise.
+    """
+    folder = Path(config.training.output_dir)
+    saved_path = folder / RUN_CONFIG_FILE
+    checkpoint = latest_checkpoint(folder)
+    current = as_dict(config)
+    if resume:
+        if checkpoint is None:
+            raise RunFolderError(f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder")
+        if saved_path.is_file():
+            differences = config_differences(json.loads(saved_path.read_text()), current)
+            if differences:
+                raise RunFolderError(
+                    f"{folder} holds a run with other settings, which a resume would mix with these:\n  "
+                    + "\n  ".join(differences)
+                    + "\nResume with the run's own settings, or start a new run in another output folder."
+                )
+        truncate_metrics(metrics_path(folder), int(checkpoint.name[len(CHECKPOINT_PREFIX) :]))
+    else:
+        if checkpoint is not None:
+            raise RunFolderError(
+                f"{folder} already holds a run (latest: {checkpoint.name}). Pass resume=True (--resume) to "
+                "continue it, or choose another output folder (--output-dir), or delete this one."
+            )
+        metrics_path(folder).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
+    return checkpoint
+
+
+# --- callbacks -------------------------------------------------------------------------------------
+
+
+def in_notebook() -> bool:
+    """Whether this runs inside a Jupyter kernel (where the live plot can be shown)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in shell.config
+
+
+def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
+    """The trainer callbacks: the metrics log always, the live plot and the progress bar on request."""
+    from transformers import TrainerCallback
+
+    path = metrics_path(config.training.output_dir)
+
+    class MetricsLog(TrainerCallback):
+        """Append every logged step to metrics.jsonl and a one-line summary to the log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+                return
+            record = {"step": state.global_step, "time": round(time.time(), 3), **logs}
+            append_metrics(path, record)
+            rewards = ", ".join(
+                f"{key.split('/')[1]} {value:.2f}"
+                for key, value in logs.items()
+                if key.startswith("rewards/") and key.endswith("/mean")
+            )
+            log.info(
+                "step %d/%d reward %.3f (%s)",
+                state.global_step,
+                state.max_steps,
+                logs.get("reward", 0.0),
+                rewards,
+            )
+
+    class LivePlot(TrainerCallback):
+        """Redraw the metrics figure in place in the notebook after every logged step."""
+
+        def __init__(self):
+            self.figure = None
+            self.handle = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+
+            self.figure = plot_metrics(read_metrics(path), self.figure)
+            if self.handle is None:
+                self.handle = display(self.figure, display_id=True)
+                plt.close(self.figure)
+            else:
+                self.handle.update(self.figure)
+
+    class ProgressBar(TrainerCallback):
+        """A tqdm bar over the optimiser steps, with the latest mean reward."""
+
+        def __init__(self):
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "reward" in logs:
+                self.bar.set_postfix(reward=f"{logs['reward']:.2f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    callbacks: list[Any] = [MetricsLog()]
+    if live_plot:
+        callbacks.append(LivePlot())
+    if progress:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+class TorchLogProbHead:
+    """TRL's fused LM head (`_ChunkedLogProbFunction`) in plain torch, for machines without Triton.
+
+    TRL 1.15's GRPO computes the completions' log-probabilities with a Triton kernel only
+    (`trl/kernels/chunked_logprob.py` imports triton, and `trl.trainer.utils` sets the function to
+    None when that fails), so on a CPU-only torch every step fails with
+    "'NoneType' object has no attribute 'apply'". This computes the same five per-token outputs with
+    the full logits, which a CPU run of the tiny model can afford; autograd gives the backward.
+    """
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale, outputs):
+        """(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1), each None unless requested."""
+        import torch
+
+        logits = hidden.float() @ weight.float().t()
+        if bias is not None:
+            logits = logits + bias.float()
+        logits = logits * logit_scale
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
+        logits = logits / temperature
+        log_z = torch.logsumexp(logits, dim=-1)
+        log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+        entropy = log_sum_sq = mean_logits = is_top1 = None
+        if "entropy" in outputs:
+            entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        if "log_sum_sq_probs" in outputs:
+            log_sum_sq = torch.logsumexp(2 * (logits - log_z.unsqueeze(-1)), dim=-1).detach()
+        if "mean_logits" in outputs:
+            mean_logits = logits.mean(-1).detach()
+        if "is_top1" in outputs:
+            is_top1 = logits.argmax(-1) == targets
+        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def install_logprob_fallback() -> bool:
+    """Give TRL the plain-torch log-probability head when its Triton kernel is unavailable; True if done."""
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None:
+        return False
+    trl_utils._ChunkedLogProbFunction = TorchLogProbHead
+    return True
+
+
+def start_reward_pool(config: Config) -> Any:
+    """Start the sandbox's worker pool now, before CUDA initialises (forked workers cannot use CUDA)."""
+    from helpers import sandbox
+
+    return sandbox.get_pool(config)
+
+
+def train(
+    config: Config,
+    resume: bool = False,
+    model: Any = None,
+    tokenizer: Any = None,
+    live_plot: bool | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train with GRPO as configured; returns what was done (see `TrainResult`).
+
+    `model`/`tokenizer` default to `load_model(config)`; pass them to reuse an already loaded model
+    (its LoRA adapters are trained in place). `live_plot` defaults to True inside a notebook.
+    `resume=True` continues the run in `output_dir` from its latest checkpoint.
+    """
+    from helpers.model import import_unsloth_if_used, load_model
+
+    checkpoint = prepare_run_folder(config, resume)
+    start_reward_pool(config)
+    import_unsloth_if_used(config)
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    from helpers.rewards import reward_functions
+
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(config)
+    install_logprob_fallback()
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=reward_functions(config),
+        args=grpo_config(config),
+        train_dataset=build_dataset(config),
+        callbacks=[
+            *_callbacks(config, in_notebook() if live_plot is None else live_plot, progress),
+            *callbacks,
+        ],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLog writes one line
+    log.info(
+        "training %s (%s) for %d steps into %s%s",
+        config.training.model_name,
+        config.training.profile,
+        config.training.max_steps,
+        config.training.output_dir,
+        f", resuming from {checkpoint.name}" if checkpoint else "",
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    records = read_metrics(metrics_path(config.training.output_dir))
+    latest = latest_checkpoint(config.training.output_dir)
+    return TrainResult(
+        output_dir=config.training.output_dir,
+        global_step=trainer.state.global_step,
+        checkpoint=str(latest) if latest else None,
+        resumed_from=str(checkpoint) if checkpoint else None,
+        seconds=seconds,
+        last_metrics=records[-1] if records else {},
+    )
+
+
+# --- inference ---------------------------------------------------------------------------------------
+
+
+def generate_strategies(
+    model: Any, tokenizer: Any, config: Config, n: int = 4, max_new_tokens: int | None = None
+) -> list[GeneratedStrategy]:
+    """Sample `n` completions of the task prompt and extract the strategy from each.
+
+    Uses the training settings (temperature, reasoning effort, completion length unless
+    `max_new_tokens` is given), so it shows what GRPO is rewarding at this point.
+    """
+    import torch
+
+    from helpers.prompts import chat_messages
+    from helpers.sandbox import extract_function
+
+    inputs = tokenizer.apply_chat_template(
+        chat_messages(config.game),
+        add_generation_prompt=True,
+        reasoning_effort=config.training.reasoning_effort,
+        return_dict=True,
+        return_tensors="pt",
+    )
+    device = next(model.parameters()).device
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens or config.training.max_completion_length,
+                do_sample=True,
+                temperature=config.training.temperature,
+                num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    finally:
+        model.train(was_training)
+    completions = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [GeneratedStrategy(text=text, source=extract_function(text)) for text in completions]
