@@ -1,0 +1,316 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: gpt-oss-2048 (.venv)
+#     language: python
+#     name: gpt-oss-2048
+# ---
+
+# %% [markdown]
+# # gpt-oss-20b learns to play 2048 by writing code
+#
+# We ask gpt-oss-20b for a Python function `strategy(board)` that returns the next move of a 2048 game,
+# run what it writes in a locked-down sandbox, and reward it: is it a well-formed function, does it
+# stay within the rules, does it win? GRPO (TRL, with Unsloth on the GPU) turns those rewards into
+# LoRA updates, and the model gets better at writing strategies.
+#
+# **Hardware.** The real run needs a GPU: a DGX Spark (GB10, 128 GB unified memory, gpt-oss-20b in
+# 4-bit, about 90 s a step) or an H100/H200 (16-bit weights, more generations per step). Without a
+# GPU the notebook uses a tiny random gpt-oss of the same architecture, built locally in seconds, so
+# every cell, training and export included, runs on a laptop CPU; it learns nothing useful, but it
+# exercises the real code.
+#
+# The first half (game, sandbox, rewards, baselines) runs on any CPU. The cells from *The model*
+# on are tagged `gpu`: they use the model.
+
+# %% [markdown]
+# ## Environment check
+# The versions that matter, and the hardware profile picked for this machine and why
+# (set the environment variable `GPT_OSS_2048_PROFILE` to `dgx-spark`, `h100` or `cpu-tiny` to choose).
+
+# %%
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+from helpers.config import detect_profile
+
+
+def installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}")
+for package in ("torch", "transformers", "trl", "peft", "unsloth", "bitsandbytes", "ipywidgets"):
+    print(f"  {package:<13} {installed(package)}")
+profile, reason = detect_profile()
+print(f"profile: {profile} ({reason})")
+
+# %% [markdown]
+# ## Configuration
+# One call builds every setting from the profile; pass overrides as keyword arguments. The knobs that
+# matter most, and what they cost:
+#
+# - `max_steps`: GRPO steps. The original run: 1000 steps, about 25 hours on a DGX Spark.
+# - `num_generations`: completions per prompt (the group GRPO compares). More gives a steadier
+#   advantage signal; each one costs a generation and a game per step.
+# - `max_completion_length`: tokens per completion. Too short cuts strategies off mid-function
+#   (`completions/clipped_ratio` in the metrics); longer is slower.
+# - `lora_rank` / `lora_alpha`: adapter size. r=4 trains about 0.02% of the weights.
+# - `load_in_4bit`: 4-bit base weights fit gpt-oss-20b in about 14 GB; 16-bit is faster on an H100.
+# - `learning_rate`: 5e-5 with linear decay in the original; higher learns faster and less stably.
+# - `game={"size": 6, "target": 2048, "keymap": "bepo"}`: the game; the prompt follows it.
+# - `rewards={"graded": True}`: add the graded reward (score against random play; see *Baselines*).
+# - `sandbox={"game_timeout": 5.0, "call_timeout": 0.5}`: hard limits per game and per move.
+
+# %%
+import pandas as pd
+
+from helpers.config import as_dict, make_config
+
+config = make_config()  # e.g. make_config(max_steps=100, num_generations=4, game={"size": 4})
+print(f"profile {config.training.profile}: {config.profile_reason}")
+pd.Series(as_dict(config)["training"]).to_frame("value")
+
+# %% [markdown]
+# ## The 2048 game
+# A seeded game: the same seed always deals the same tiles, so every completion of a training step
+# plays exactly the same game. The keys come from the configured key map.
+
+# %%
+from IPython.display import display
+
+from helpers.game import from_config
+
+game = from_config(config.game, seed=config.rewards.seed)
+key_of = {direction: key for key, direction in game.keymap.items()}
+print("keys:", ", ".join(f"{key!r} = {direction}" for direction, key in key_of.items()))
+display(game)
+
+# %% [markdown]
+# A few moves (left, down, right, up, twice over): merges add to the score, each move spawns a tile.
+
+# %%
+for direction in ["left", "down", "right", "up"] * 2:
+    game.do_action(key_of[direction])
+display(game)
+
+# %% [markdown]
+# The model sees this prompt, built from the same game settings, so the keys it is told about are
+# exactly the keys the game accepts.
+
+# %%
+from helpers.prompts import build_prompt
+
+print(build_prompt(config.game))
+
+# %% [markdown]
+# ## Play it
+# Your turn: the buttons carry the active keys, or click the *Keys* box and type them.
+
+# %%
+from helpers.widgets import BoardWidget
+
+board = BoardWidget(config.game, seed=config.rewards.seed)
+display(board)
+
+# %% [markdown]
+# ## The sandbox
+# Generated code is checked statically first (one `def strategy(board)`, allowed imports only, no
+# dunder attributes, no `eval`/`exec`/`open`), then run in a separate worker process with hard limits
+# on time, memory and CPU; it only ever gets a copy of the board. Here are some strategies a model
+# could write to cheat or to hang the trainer (their keys come from the configured key map).
+
+# %%
+up, down, left, right = (repr(key_of[direction]) for direction in ("up", "down", "left", "right"))
+attempts = {
+    "plays randomly": f"def strategy(board):\n    import random\n    return random.choice([{up}, {down}, {left}, {right}])",
+    "writes 2048 on its board": f"def strategy(board):\n    board[0][0] = 2048\n    return {left}",
+    "imports os": f"def strategy(board):\n    import os\n    os.system('touch /tmp/pwned')\n    return {left}",
+    "walks to globals": "def strategy(board):\n    return strategy.__globals__['game']",
+    "loops in C forever": f"def strategy(board):\n    sum(range(10**12))\n    return {left}",
+    "always the same key": f"def strategy(board):\n    return {up}",
+}
+
+# %% [markdown]
+# Each attempt goes through the static check and then, whatever the verdict, to the sandbox, which
+# refuses rejected code again and plays the rest on a fresh seeded game.
+
+# %%
+from helpers.sandbox import check_source, execute_strategy
+
+rows = []
+for name, source in attempts.items():
+    check = check_source(source)
+    result = execute_strategy(source, from_config(config.game, seed=0), timeout=config.sandbox.game_timeout)
+    rows.append(
+        {
+            "attempt": name,
+            "static check": check.verdict,
+            "reason": check.reason,
+            "game": result.state,
+            "max tile": result.max_tile,
+            "moves": result.steps,
+            "error": result.error,
+        }
+    )
+pd.DataFrame(rows)
+
+# %% [markdown]
+# The board-writing strategy, live: it overwrote its own copy with 2048, yet the real game ends
+# without a win, because the game and the verdict live outside its reach.
+
+# %%
+contained = from_config(config.game, seed=0)
+print(execute_strategy(attempts["writes 2048 on its board"], contained))
+display(contained)
+
+# %% [markdown]
+# ## Reward functions
+# Three functions score every completion, as in the original: `function_works` (a well-formed
+# function), `no_cheating` (allowed imports and names only) and `strategy_succeeds` (the game's
+# outcome). gpt-oss writes its reasoning, then the final answer; here are typical completions,
+# some reusing the attempts above.
+
+
+# %%
+def answer(code: str, analysis: str = "") -> str:
+    """A completion the way gpt-oss decodes it: analysis, then the final answer with a code block."""
+    return f"{analysis}assistantfinal```python\n{code}\n```"
+
+
+completions = {
+    "a sound strategy": answer(attempts["plays randomly"], analysis="analysis: random moves win often."),
+    "no code at all": "analysis: I would move left.assistantfinalMove left.",
+    "a syntax error": answer(f"def strategy(board):\n    return {left}\n  oops("),
+    "wrong signature": answer(f"def strategy(board, depth):\n    return {left}"),
+    "imports os": answer(attempts["imports os"]),
+    "loops forever": answer(attempts["loops in C forever"]),
+    "raises": answer("def strategy(board):\n    return 1 / 0"),
+}
+
+# %% [markdown]
+# Their rewards, with the reason each function gave (`explain` runs the same code as training).
+
+# %%
+from helpers.rewards import explain
+
+pd.DataFrame(explain(list(completions.values()), config), index=list(completions)).drop(columns="source")
+
+# %% [markdown]
+# ## Baselines
+# How do simple strategies do on the configured board? Random moves, a fixed preference order, and
+# a greedy player that takes the move merging the most points now, each over the same seeded games.
+
+# %%
+from helpers.evaluate import PRESETS, compare_rows, evaluate_strategy
+
+EVAL_GAMES = 20
+baselines = [
+    evaluate_strategy(name, config.game, n_games=EVAL_GAMES) for name in ("random", "fixed-order", "greedy")
+]
+pd.DataFrame(compare_rows(baselines))
+
+# %% [markdown]
+# On the original 6x6 board, random moves win almost every game: the +20 win reward cannot tell a
+# good strategy from a random one. On a harder preset (4x4 to 512) random play almost never wins and
+# greedy play sometimes does. That is why the optional graded reward (`rewards={"graded": True}`)
+# scores a strategy against random play on the same seeds, and why `PRESETS` offers harder games.
+
+# %%
+harder = [
+    evaluate_strategy(name, PRESETS["4x4-512"], n_games=5 * EVAL_GAMES) for name in ("random", "greedy")
+]
+pd.DataFrame(compare_rows(harder))
+
+# %% [markdown]
+# ## The model
+# From here on the cells use the model (tagged `gpu`; on a CPU they run against the tiny random
+# gpt-oss). The reward workers start first, before CUDA initialises, then the model loads with its
+# LoRA adapters: through Unsloth on a GPU, transformers + peft elsewhere.
+
+# %% tags=["gpu", "nbval-skip"]
+from helpers.model import load_model
+from helpers.training import start_reward_pool
+
+start_reward_pool(config)
+model, tokenizer = load_model(config)
+model.print_trainable_parameters()
+
+# %% [markdown]
+# ## Before training
+# The untrained model writes a few strategies; each is extracted and scored like in training.
+
+# %% tags=["gpu", "nbval-skip"]
+from helpers.training import generate_strategies
+
+before = generate_strategies(model, tokenizer, config, n=4)
+print(before[0].text[:600])
+pd.DataFrame(explain([strategy.text for strategy in before], config)).drop(columns="source")
+
+# %% [markdown]
+# The strategies it wrote, if any, against the baselines over the same games.
+
+
+# %% tags=["gpu", "nbval-skip"]
+def evaluate_generated(strategies, label):
+    """Play each extracted strategy over the baselines' games (in the sandbox)."""
+    print(f"{sum(s.source is not None for s in strategies)} of {len(strategies)} completions hold a strategy")
+    return [
+        evaluate_strategy(s.source, config.game, n_games=EVAL_GAMES, name=f"{label} #{i}")
+        for i, s in enumerate(strategies)
+        if s.source
+    ]
+
+
+pd.DataFrame(compare_rows(evaluate_generated(before, "before") + baselines))
+
+# %% [markdown]
+# ## GRPO training
+# Each step samples `num_generations` completions, rewards them in the sandbox, and updates the LoRA
+# weights; the plot redraws after every step and every step is also appended to `metrics.jsonl`
+# (the `training_dashboard` notebook reads it). A checkpoint is written every `save_steps`.
+
+# %% tags=["gpu", "nbval-skip"]
+from helpers.training import train
+
+result = train(config, model=model, tokenizer=tokenizer)
+print(f"{result.global_step} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
+
+# %% [markdown]
+# ## After training
+# The trained model writes strategies again, scored the same way and compared with the baselines.
+
+# %% tags=["gpu", "nbval-skip"]
+after = generate_strategies(model, tokenizer, config, n=4)
+print(after[0].text[:600])
+pd.DataFrame(compare_rows(evaluate_generated(after, "after") + baselines))
+
+# %% [markdown]
+# ## Export
+# Save the trained model three ways: the LoRA adapter, merged 16-bit weights, and MXFP4 (gpt-oss's
+# release format). Each export is loaded back and checked: on a fixed prompt it must change the
+# logits the way the trained adapter does, so an export that silently dropped the experts' LoRA
+# deltas fails here. `inconclusive` means the adapter does not change the model yet (nothing to check).
+
+# %% tags=["gpu", "nbval-skip"]
+from helpers.export import FORMATS, ExportError, export_model
+
+for fmt in FORMATS:
+    try:
+        exported = export_model(model, tokenizer, config, fmt)
+    except ExportError as error:  # a format this machine cannot produce: the message says what to do
+        print(f"{fmt}: not exported: {error}")
+        continue
+    print(
+        f"{fmt}: {exported.path} in {exported.seconds:.0f} s, {exported.check.verdict}: {exported.check.message}"
+    )
