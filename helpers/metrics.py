@@ -23,6 +23,9 @@ METRICS_FILE = "metrics.jsonl"
 REWARD_PREFIX = "rewards/"
 """TRL logs each reward function's mean as `rewards/<name>/mean`."""
 
+OUTCOME_PREFIX = "outcomes/"
+"""The reward functions log how the step's games ended as `outcomes/<outcome>` (win, failed, timeout, ...)."""
+
 
 def metrics_path(output_dir: str | os.PathLike) -> Path:
     """Where a run's metrics log lives."""
@@ -100,6 +103,11 @@ def reward_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(keys)
 
 
+def outcome_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The game-outcome metrics present in the records (`outcomes/<outcome>`), sorted."""
+    return sorted({key for record in records for key in record if key.startswith(OUTCOME_PREFIX)})
+
+
 def summary(records: Sequence[Mapping[str, Any]], window: int = 10) -> dict[str, float]:
     """Mean of each reward metric over the last `window` logged steps (the dashboard's headline)."""
     recent = list(records)[-window:]
@@ -112,32 +120,39 @@ def summary(records: Sequence[Mapping[str, Any]], window: int = 10) -> dict[str,
 
 
 def plot_metrics(records: Sequence[Mapping[str, Any]], figure: Any = None, title: str = "") -> Any:
-    """Draw rewards and completion length against the step; returns the matplotlib figure.
+    """Draw rewards, game outcomes and completion length against the step; returns the figure.
 
-    Pass the figure back in to redraw it in place (the live plot does, every logged step).
+    Pass the figure back in to redraw it in place (the live plot does, every logged step). The
+    outcomes panel appears when the reward functions logged `outcomes/*` metrics.
     """
     import matplotlib.pyplot as plt
 
+    outcomes = outcome_keys(records)
     if figure is None:
-        figure = plt.figure(figsize=(11, 3.6))
+        figure = plt.figure(figsize=(5.5 * (3 if outcomes else 2), 3.6))
     figure.clear()
-    rewards_ax, length_ax = figure.subplots(1, 2)
+    axes = figure.subplots(1, 3 if outcomes else 2)
+    rewards_ax, length_ax = axes[0], axes[-1]
     steps, values = series(records, "reward")
     if steps:
         rewards_ax.plot(steps, values, color="black", linewidth=2, label="total")
     for key in reward_keys(records):
         steps, values = series(records, key)
         rewards_ax.plot(steps, values, linewidth=1, label=key[len(REWARD_PREFIX) : -len("/mean")])
-    rewards_ax.set_xlabel("step")
     rewards_ax.set_ylabel("mean reward")
-    rewards_ax.grid(alpha=0.3)
-    if rewards_ax.lines:
-        rewards_ax.legend(fontsize=8, loc="best")
+    if outcomes:
+        for key in outcomes:
+            steps, values = series(records, key)
+            axes[1].plot(steps, values, linewidth=1, label=key[len(OUTCOME_PREFIX) :])
+        axes[1].set_ylabel("games per step")
     steps, values = series(records, "completions/mean_length")
     length_ax.plot(steps, values, color="tab:purple")
-    length_ax.set_xlabel("step")
     length_ax.set_ylabel("completion tokens (mean)")
-    length_ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines and ax is not length_ax:
+            ax.legend(fontsize=8, loc="best")
     last = records[-1].get("step") if records else None
     figure.suptitle(
         title or (f"GRPO training, step {last}" if last is not None else "GRPO training: no steps yet")

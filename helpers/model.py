@@ -201,33 +201,41 @@ def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
             )
 
 
-def load_model(config: Config | TrainingConfig) -> tuple[Any, Any]:
-    """Load the configured model with fresh LoRA adapters: (peft model, tokenizer).
+def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | None = None) -> tuple[Any, Any]:
+    """Load the configured model with LoRA adapters: (peft model, tokenizer).
 
     Unsloth's FastLanguageModel on a CUDA GPU when `use_unsloth`, transformers + peft otherwise; both
-    read the same `TrainingConfig`. The `cpu-tiny` profile builds its model folder when missing.
-    Raises `ModelLoadError` when the machine cannot load the model (no GPU for a GPU profile, a
-    missing folder, Unsloth not installed).
+    read the same `TrainingConfig`. The adapters are fresh (they change nothing yet) unless
+    `adapter` names a saved one: a training checkpoint or a `lora` export. The `cpu-tiny` profile
+    builds its model folder when missing. Raises `ModelLoadError` when the machine cannot load the
+    model (no GPU for a GPU profile, a missing folder, Unsloth not installed, no adapter there).
     """
     training = _training(config)
     ensure_tiny_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise ModelLoadError(
+            f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
+            "or a lora export"
+        )
     if import_unsloth_if_used(training):
-        return _load_with_unsloth(training)
-    return _load_with_peft(training, gpu)
+        return _load_with_unsloth(training, adapter)
+    return _load_with_peft(training, gpu, adapter)
 
 
-def _load_with_unsloth(training: TrainingConfig) -> tuple[Any, Any]:
+def _load_with_unsloth(training: TrainingConfig, adapter: str | os.PathLike | None) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=training.model_name,
+        model_name=str(adapter) if adapter is not None else training.model_name,
         max_seq_length=training.max_seq_length,
         load_in_4bit=training.load_in_4bit,
         offload_embedding=training.offload_embedding,
         dtype=None,
     )
+    if adapter is not None:  # Unsloth reads the adapter's base model and attaches the saved adapter
+        return model, tokenizer
     checkpointing = {"unsloth": "unsloth", "true": True, "false": False}[training.gradient_checkpointing]
     model = FastLanguageModel.get_peft_model(
         model,
@@ -262,9 +270,11 @@ def lora_config(training: TrainingConfig) -> Any:
     )
 
 
-def _load_with_peft(training: TrainingConfig, gpu: bool) -> tuple[Any, Any]:
+def _load_with_peft(
+    training: TrainingConfig, gpu: bool, adapter: str | os.PathLike | None
+) -> tuple[Any, Any]:
     import torch
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(training.seed)
@@ -279,8 +289,9 @@ def _load_with_peft(training: TrainingConfig, gpu: bool) -> tuple[Any, Any]:
         )
     model = AutoModelForCausalLM.from_pretrained(training.model_name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(training.model_name)
-    model = get_peft_model(model, lora_config(training))
-    return model, tokenizer
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer
+    return get_peft_model(model, lora_config(training)), tokenizer
 
 
 def load_base_model(model_name: str, like: Any = None) -> Any:

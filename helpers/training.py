@@ -197,6 +197,41 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def saved_config(
+    run_dir: str | os.PathLike,
+    game: dict[str, Any] | None = None,
+    sandbox: dict[str, Any] | None = None,
+    rewards: dict[str, Any] | None = None,
+    **training: Any,
+) -> Config:
+    """The configuration a run in `run_dir` was started with, plus overrides (as `make_config` takes them).
+
+    This is how a resume gets exactly the run's settings without repeating them on the command line.
+    """
+    from dataclasses import replace
+
+    from helpers.config import make_config
+
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} holds no {RUN_CONFIG_FILE}: it is not the output folder of a run")
+    saved = json.loads(path.read_text())
+
+    def plain(section: dict[str, Any]) -> dict[str, Any]:
+        return {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
+
+    settings = plain(saved["training"])
+    profile = settings.pop("profile")
+    config = make_config(
+        profile,
+        game={**plain(saved["game"]), **(game or {})},
+        sandbox={**plain(saved["sandbox"]), **(sandbox or {})},
+        rewards={**plain(saved["rewards"]), **(rewards or {})},
+        **{**settings, **training},
+    )
+    return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
+
+
 def prepare_run_folder(config: Config, resume: bool) -> Path | None:
     """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
 
@@ -371,7 +406,7 @@ def start_reward_pool(config: Config) -> Any:
     """Start the sandbox's worker pool now, before CUDA initialises (forked workers cannot use CUDA)."""
     from helpers import sandbox
 
-    return sandbox.get_pool(config)
+    return sandbox.get_pool(config.sandbox)
 
 
 def train(
@@ -391,6 +426,7 @@ def train(
     """
     from helpers.model import import_unsloth_if_used, load_model
 
+    check_batch_sizes(config)
     checkpoint = prepare_run_folder(config, resume)
     start_reward_pool(config)
     import_unsloth_if_used(config)

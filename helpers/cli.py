@@ -1,0 +1,486 @@
+"""The command line, for headless day-long runs under tmux or screen: `python -m helpers <command>`.
+
+    python -m helpers train --profile cpu-tiny --max-steps 4 --output-dir outputs/cpu-tiny
+    python -m helpers train --output-dir outputs/run1 --resume --max-steps 2000
+    python -m helpers evaluate --checkpoint outputs/run1/checkpoint-1000 --strategies 8 --games 50
+    python -m helpers export --checkpoint outputs/run1/checkpoint-1000 --format merged_16bit
+    python -m helpers play                          # play with the keyboard
+    python -m helpers play --strategy greedy        # watch a baseline, or a file holding a strategy
+
+Every command that touches a run writes its log to `<output_dir>/<command>.log` as well as the
+console, so nothing is lost when the terminal goes away. A resume takes the settings saved with the
+run; `--set key=value` overrides any setting (`lora_rank=8`, `game.size=4`, `rewards.graded=true`).
+Mistakes in the arguments or the setup end with one line saying what to do, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers.config import PROFILES, Config, make_config
+
+SECTIONS = ("game", "sandbox", "rewards")
+"""`--set` prefixes that address a section other than training (`game.size=4`)."""
+
+ARROW_KEYS = {"\x1b[A": "up", "\x1b[B": "down", "\x1b[D": "left", "\x1b[C": "right"}
+"""Terminal escape sequences of the arrow keys, which `play` accepts beside the key map's keys."""
+
+QUIT_KEYS = {"q", "\x03", "\x04", ""}
+"""`q`, Ctrl-C, Ctrl-D and end of input stop `play`."""
+
+_log_files: list[Any] = []
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the setup; printed as one line, exit status 2."""
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`--set` pairs by section: `{"training": {...}, "game": {...}, "sandbox": {...}, "rewards": {...}}`."""
+    settings: dict[str, dict[str, str]] = {section: {} for section in ("training", *SECTIONS)}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes key=value, not {pair!r}")
+        section, dot, name = key.strip().rpartition(".")
+        if not dot:
+            section = "training"
+        if section not in settings:
+            raise UsageError(
+                f"--set {pair!r}: unknown section {section!r}; use training, {', '.join(SECTIONS)}"
+            )
+        settings[section][name] = value
+    return settings
+
+
+def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None = None) -> Config:
+    """The configuration from `--profile`, `--set` and the command's own flags, or from a saved run."""
+    from helpers.training import saved_config
+
+    settings = parse_settings(args.set or [])
+    training = settings.pop("training")
+    for flag in ("max_steps", "output_dir"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            training[flag] = str(value)
+    if saved_run is not None and args.profile is None:
+        return saved_config(saved_run, **settings, **training)
+    return make_config(args.profile, **settings, **training)
+
+
+def run_folder_of(checkpoint: str | None) -> Path | None:
+    """The run folder a checkpoint belongs to, when it holds the run's saved settings."""
+    from helpers.training import RUN_CONFIG_FILE
+
+    if checkpoint is None:
+        return None
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        if (folder / RUN_CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+# --- logging ---------------------------------------------------------------------------------------
+
+
+class _Tee:
+    """A text stream that writes to the console and to the log file."""
+
+    def __init__(self, console: Any, file: Any) -> None:
+        self.console, self.file = console, file
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.file.flush()
+        return self.console.write(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.file.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def start_log(folder: str | os.PathLike, command: str) -> Path:
+    """Send log records and printed lines to `<folder>/<command>.log` as well as the console."""
+    from helpers.training import log as training_log
+
+    path = Path(folder) / f"{command}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = path.open("a", encoding="utf-8")
+    _log_files.append(file)
+    file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} python -m helpers {' '.join(sys.argv[1:])}\n")
+    handler = logging.StreamHandler(file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for name in ("transformers", "trl", "peft"):  # these libraries do not propagate to the root logger
+        library = logging.getLogger(name)
+        if not library.propagate:
+            library.addHandler(handler)
+    training_log.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    sys.stdout = _Tee(sys.stdout, file)
+    return path
+
+
+def _console_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("helpers").addHandler(handler)
+    logging.getLogger("helpers").setLevel(logging.INFO)
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train with GRPO; resume a run in its output folder with --resume."""
+    from helpers.training import train
+
+    resume_from = None
+    if args.resume:
+        resume_from = args.output_dir or make_config(args.profile).training.output_dir
+    config = build_config(args, saved_run=resume_from)
+    log_path = start_log(config.training.output_dir, "train")
+    print(f"profile {config.training.profile}: {config.profile_reason}")
+    print(f"log: {log_path}")
+    result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
+    print(
+        f"trained to step {result.global_step} in {result.seconds:.0f} s; latest checkpoint: {result.checkpoint}\n"
+        f"metrics: {Path(result.output_dir) / 'metrics.jsonl'}\n"
+        f"continue with: python -m helpers train --output-dir {result.output_dir} --resume --max-steps N"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Generate strategies from a checkpoint and score them against the baselines."""
+    from dataclasses import replace
+
+    from helpers.evaluate import BASELINES, PRESETS, compare, evaluate_strategy
+    from helpers.model import load_model
+    from helpers.training import generate_strategies, start_reward_pool
+
+    run = run_folder_of(args.checkpoint)
+    config = build_config(args, saved_run=run)
+    game = config.game
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        game = replace(PRESETS[args.preset], keymap=config.game.keymap)
+    baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise UsageError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    start_log(run or config.training.output_dir, "evaluate")
+    start_reward_pool(config)
+    model, tokenizer = load_model(config, adapter=args.checkpoint)
+    print(
+        f"model: {config.training.model_name}"
+        + (f" + {args.checkpoint}" if args.checkpoint else " (untrained)")
+    )
+    strategies = generate_strategies(model, tokenizer, config, n=args.strategies)
+    reports = []
+    for number, strategy in enumerate(strategies, start=1):
+        name = f"model #{number}"
+        if strategy.source is None:
+            print(f"{name}: no strategy in the completion: {strategy.text[:200]!r}")
+            continue
+        print(f"{name}:\n{strategy.source}")
+        reports.append(
+            evaluate_strategy(strategy.source, game, args.games, args.seed, config.sandbox, name=name)
+        )
+    reports += [evaluate_strategy(name, game, args.games, args.seed, config.sandbox) for name in baselines]
+    print(f"\n{args.games} games each, seeds {args.seed}..{args.seed + args.games - 1}, {game}\n")
+    print(compare(reports))
+    found = sum(strategy.source is not None for strategy in strategies)
+    print(f"\n{found} of {len(strategies)} completions held a strategy")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Save a checkpoint as a LoRA adapter, a merged 16-bit model or MXFP4, and verify the export."""
+    from helpers.export import FORMATS, export_model
+    from helpers.model import load_model
+
+    run = run_folder_of(args.checkpoint)
+    config = build_config(args, saved_run=run)
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+    if args.output and len(formats) > 1:
+        raise UsageError("--output names one folder: use it with a single --format")
+    start_log(run or config.training.output_dir, "export")
+    model, tokenizer = load_model(config, adapter=args.checkpoint)
+    for fmt in formats:
+        output = args.output or (Path(run or config.training.output_dir) / f"export-{fmt}")
+        result = export_model(model, tokenizer, config, fmt, output, verify=not args.no_verify)
+        verdict = f"{result.check.verdict}: {result.check.message}" if result.check else "not verified"
+        print(f"{fmt}: {result.path} ({result.seconds:.1f} s); {verdict}")
+    return 0
+
+
+def _read_key(stream: Any) -> str:
+    """One key press: a character, or an arrow key's escape sequence ('' at the end of input)."""
+    if not stream.isatty():
+        char = stream.read(1)
+        while char in ("\n", "\r", " "):
+            char = stream.read(1)
+        return char
+    import termios
+    import tty
+
+    fd = stream.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        data = os.read(fd, 1)
+        if data == b"\x1b":
+            data += os.read(fd, 2)
+        elif data and data[0] >= 0xC0:  # the first byte of a multi-byte UTF-8 character (é)
+            data += os.read(fd, 1 if data[0] < 0xE0 else 2 if data[0] < 0xF0 else 3)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    return data.decode("utf-8", "replace")
+
+
+def _show(game: Any, message: str, color: bool) -> None:
+    from helpers.game import render_ansi, render_text
+
+    board = game.board()
+    if color and sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J")
+    print(render_ansi(board) if color else render_text(board))
+    print(f"score {game.score()}  moves {game.moves}  {game.state()}  {message}", flush=True)
+
+
+def _watch_keys(source: str, game_config: Any, seed: int, sandbox: Any) -> tuple[list[object], Any]:
+    """Play generated code in the sandbox; returns the keys it played and the result.
+
+    The sandbox replays the worker's keys on the game it was given, in this process; a game that
+    records them gives the moves to show. It travels to the worker as a plain `GameBoard`.
+    """
+    import copyreg
+
+    from helpers.game import GameBoard
+    from helpers.sandbox import execute_strategy
+
+    class RecordingGame(GameBoard):
+        """A game that remembers the keys played on it."""
+
+        def do_action(self, key: object) -> bool:
+            self.keys.append(key)
+            return super().do_action(key)
+
+        def __reduce_ex__(self, protocol: object) -> tuple:
+            state = {name: value for name, value in self.__dict__.items() if name != "keys"}
+            return copyreg._reconstructor, (GameBoard, object, None), state
+
+    game = RecordingGame(
+        size=game_config.size,
+        seed=seed,
+        target=game_config.target,
+        probability_fours=game_config.probability_fours,
+        keymap=game_config.keymap,
+    )
+    game.keys = []
+    result = execute_strategy(source, game, config=sandbox)
+    return game.keys, result
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Play 2048 in the terminal with the active keys, or watch a strategy play."""
+    from helpers.evaluate import BASELINES
+    from helpers.game import KEYMAPS, from_config
+
+    sections = parse_settings(args.set or [])
+    if sections["training"]:
+        raise UsageError(f"play takes game settings only (game.size=4), not {sorted(sections['training'])}")
+    config = make_config("cpu-tiny", **{section: sections[section] for section in SECTIONS})
+    game_config = config.game
+    seed = random.randrange(1_000_000) if args.seed is None else args.seed
+    if args.keymap:
+        if args.keymap not in KEYMAPS:
+            raise UsageError(f"unknown key map {args.keymap!r}; choose one of {', '.join(KEYMAPS)}")
+        from dataclasses import replace
+
+        game_config = replace(game_config, keymap=args.keymap)
+    game = from_config(game_config, seed=seed)
+    keys = ", ".join(f"{key}={direction}" for key, direction in game.keymap.items())
+    color = not args.no_color
+    if args.strategy is None:
+        key_of = {direction: key for key, direction in game.keymap.items()}
+        _show(game, f"keys: {keys}, arrows; q quits", color)
+        while game.state() == "ongoing":
+            key = _read_key(sys.stdin)
+            if key in QUIT_KEYS:
+                break
+            key = key_of.get(ARROW_KEYS.get(key, ""), key)
+            if key.lower() not in game.keymap:
+                _show(game, f"{key!r} is not a key here ({keys})", color)
+                continue
+            game.do_action(key)
+            _show(game, "", color)
+        return 0
+    if args.strategy in BASELINES:
+        strategy = BASELINES[args.strategy](game.keymap, seed)
+        idle = 0
+        while game.state() == "ongoing" and idle < config.sandbox.stall_moves:
+            idle = 0 if game.do_action(strategy(game.board())) else idle + 1
+            _show(game, args.strategy, color)
+            time.sleep(args.delay)
+        return 0
+    from helpers.sandbox import extract_function
+
+    path = Path(args.strategy)
+    if not path.is_file():
+        raise UsageError(
+            f"--strategy {args.strategy!r} is neither a file nor a baseline ({', '.join(BASELINES)})"
+        )
+    text = path.read_text(encoding="utf-8")
+    source = extract_function(text) or text
+    played, result = _watch_keys(source, game_config, seed, config.sandbox)
+    for key in played:
+        game.do_action(key)
+        _show(game, f"{path.name}: {key!r}", color)
+        time.sleep(args.delay)
+    reason = f" ({result.error})" if result.error else ""
+    print(
+        f"{result.state}: score {result.score}, largest tile {result.max_tile}, {result.steps} keys, seed {seed}{reason}"
+    )
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------------
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="hardware profile (default: the run's saved one, else $GPT_OSS_2048_PROFILE, else detected)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a setting: lora_rank=8, game.size=4, rewards.graded=true (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m helpers` argument parser, one sub-command per task."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers",
+        description="gpt-oss-20b learns to write 2048 strategies with GRPO: train, evaluate, export, play.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train with GRPO (resumable)", description=cmd_train.__doc__)
+    _add_config_options(train)
+    train.add_argument("--max-steps", type=int, help="optimiser steps to reach (in total, when resuming)")
+    train.add_argument("--output-dir", help="the run's folder: checkpoints, metrics.jsonl, train.log")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint"
+    )
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (the log still gets every step)"
+    )
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a checkpoint's strategies against the baselines",
+        description=cmd_evaluate.__doc__,
+    )
+    _add_config_options(evaluate)
+    evaluate.add_argument(
+        "--checkpoint", help="a checkpoint-N folder or lora export (default: the untrained model)"
+    )
+    evaluate.add_argument("--strategies", type=int, default=4, help="strategies to generate (default 4)")
+    evaluate.add_argument("--games", type=int, default=20, help="seeded games per strategy (default 20)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first game (default 0)")
+    evaluate.add_argument("--preset", help="a harder game from helpers.evaluate.PRESETS, e.g. 4x4-512")
+    evaluate.add_argument(
+        "--baselines", default="random,greedy", help="comma-separated (default random,greedy)"
+    )
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    export = commands.add_parser(
+        "export", help="save and verify a LoRA / merged 16-bit / MXFP4 model", description=cmd_export.__doc__
+    )
+    _add_config_options(export)
+    export.add_argument("--checkpoint", required=True, help="a checkpoint-N folder (or a lora export)")
+    export.add_argument(
+        "--format", default="lora", choices=["lora", "merged_16bit", "mxfp4", "all"], help="(default lora)"
+    )
+    export.add_argument("--output", help="folder to write (default <run>/export-<format>)")
+    export.add_argument(
+        "--no-verify", action="store_true", help="skip reloading the export to check the trained weights"
+    )
+    export.set_defaults(handler=cmd_export)
+
+    play = commands.add_parser(
+        "play", help="play 2048 in the terminal, or watch a strategy", description=cmd_play.__doc__
+    )
+    play.add_argument(
+        "--strategy", help="a baseline (random, greedy, fixed-order) or a file with a def strategy(board)"
+    )
+    play.add_argument("--keymap", help="bepo (é/u/a/i, the default) or wasd")
+    play.add_argument("--seed", type=int, default=None, help="seed of the game (default: random)")
+    play.add_argument("--delay", type=float, default=0.1, help="seconds between a watched strategy's moves")
+    play.add_argument("--no-color", action="store_true", help="plain text board")
+    play.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="game settings: game.size=4, game.target=512"
+    )
+    play.set_defaults(handler=cmd_play)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 done, 1 failed, 2 a usage or setup mistake, 130 interrupted)."""
+    from helpers.export import ExportError, ExportVerificationError
+    from helpers.model import ModelLoadError
+    from helpers.training import ConfigurationError, RunFolderError
+
+    args = build_parser().parse_args(argv)
+    _console_logging()
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError, ModelLoadError, RunFolderError, ConfigurationError, ExportError) as error:
+        _log_traceback()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ExportVerificationError as error:
+        _log_traceback()
+        print(f"export check failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        _log_traceback()
+        print(
+            "\ninterrupted" + ("; continue with --resume" if args.command == "train" else ""), file=sys.stderr
+        )
+        return 130
+    except Exception:
+        _log_traceback()
+        raise
+
+
+def _log_traceback() -> None:
+    """Keep the full traceback in the command's log file, where the console shows one line."""
+    for file in _log_files:
+        file.write(traceback.format_exc())
+        file.flush()
