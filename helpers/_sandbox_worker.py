@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 import types
+import warnings
 
 SHM_BYTES = 1 << 20
 """Size of the page shared with the parent: a header, then the log of keys played."""
@@ -284,7 +285,7 @@ def _play(job: dict) -> dict:
     _armed = True
     struct.pack_into("<d", _shm, CALL_START, time.monotonic())
     try:
-        exec(compile(job["source"], "<strategy>", "exec"), namespace)
+        exec(compile(job["source"], "<strategy>", "exec", dont_inherit=True), namespace)
         strategy = namespace["strategy"]
     except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the strategy's error
         error = _describe(exc)
@@ -341,6 +342,7 @@ def main() -> None:
         import helpers.game  # noqa: F401 - the class of the pickled games
 
         _preload([name for name in sys.argv[5].split(",") if name] + ["collections.abc"])
+        warnings.simplefilter("ignore")  # showing a warning imports modules, which would end the worker
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
