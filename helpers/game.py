@@ -5,24 +5,30 @@ probability 0.10 and a 2 otherwise, drawn from the game's own seeded `random.Ran
 every tile as far as it goes and merges equal neighbours once per move (`[2, 2, 2, 2]` -> `[4, 4, 0, 0]`
 moving left); the score adds the value of each merged tile. A move that changes nothing spawns nothing
 and does not end the game; an invalid key ends it as `failed`; a tile reaching the target is a
-`success`; a board where no move changes anything is `failed`.
+`success`; a board where no move changes anything is `failed`. Tiles are powers of two up to 2**26.
 
 Spawning is part of the public contract, so that a reference engine can replay a seeded game: the empty
-cells are listed row by row, `index = rng.randrange(len(empties))` picks one, and then
+cells are listed row by row, `empties[int(rng.random() * len(empties))]` is the cell, and then
 `4 if rng.random() < probability_fours else 2` is its value. A new game spawns two tiles that way.
 
-Speed: the board is kept as a list of row tuples, and each row's slide is looked up in a bounded
-`functools.lru_cache` (one per direction), so a move is a handful of dictionary hits instead of Python
-loops over cells. `benchmarks/game_speed.py` measures it against a plain list-of-lists engine.
+Speed: the board is kept as one string, a letter per tile ("a" = 2, "b" = 4, ...; "." empty) and a
+newline between rows, so that a move is a handful of C-level string operations instead of Python loops
+over cells. Moving left drops the dots, lets one regular expression find the pairs that merge (`(x)\1`
+matches left to right without overlap, exactly the 2048 rule), replaces each merging pair by the next
+letter (largest letters first, so a new tile never merges again in the same move), and pads the rows
+back with one `str.format`. Right works on the reversed string; up and down on the transposed one
+(a transpose is n slices). No cache, so no memory grows. `benchmarks/game_speed.py` measures it
+against a plain list-of-lists engine.
 """
 
 from __future__ import annotations
 
 import html
 import random
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from helpers.config import GameConfig
@@ -36,48 +42,94 @@ KEYMAPS: dict[str, dict[str, str]] = {
 DIRECTIONS = ("up", "down", "left", "right")
 """The four directions a key can stand for."""
 
-ROW_CACHE_SIZE = 1 << 16
-"""Rows remembered per direction by the slide caches (about 20 MB at most, all four together)."""
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_CHAR_OF = {0: "."} | {2 ** (power + 1): letter for power, letter in enumerate(_LETTERS)}
+"""Tile value -> its character in the board string."""
+_VALUE_OF = {char: value for value, char in _CHAR_OF.items()}
+_PAIR = re.compile(r"([a-z])\1")
+_DOUBLE = {letter: letter + letter for letter in _LETTERS}
+_NEXT = dict(zip(_LETTERS, _LETTERS[1:], strict=False))
+_MERGED_VALUE = {letter: 2 * _VALUE_OF[letter] for letter in _LETTERS}
 
-Row = tuple[int, ...]
+
+class _Layout(NamedTuple):
+    """Format strings and slices for one board size."""
+
+    pad_left: str
+    """Re-pads the rows of a string with its dots removed, tiles to the left."""
+    pad_right: str
+    """The same, tiles to the right."""
+    columns: tuple[slice, ...]
+    """Slices of the board string that are its columns."""
 
 
-@lru_cache(maxsize=ROW_CACHE_SIZE)
-def _slide_row_left(row: Row) -> tuple[Row, int]:
-    """Slide one row to the left: (the new row, the points gained by its merges)."""
-    tiles = [value for value in row if value]
-    merged: list[int] = []
+@lru_cache(maxsize=64)
+def _layout(size: int) -> _Layout:
+    return _Layout(
+        pad_left="\n".join([f"{{:.<{size}}}"] * size),
+        pad_right="\n".join([f"{{:.>{size}}}"] * size),
+        columns=tuple(slice(column, None, size + 1) for column in range(size)),
+    )
+
+
+def _merge_pairs(text: str) -> tuple[str, int]:
+    """Merge the pairs of a dot-free board string, left to right: (merged text, points gained)."""
+    pairs = _PAIR.findall(text)
+    if not pairs:
+        return text, 0
     gained = 0
-    i = 0
-    while i < len(tiles):
-        if i + 1 < len(tiles) and tiles[i] == tiles[i + 1]:
-            value = tiles[i] * 2
-            merged.append(value)
-            gained += value
-            i += 2
-        else:
-            merged.append(tiles[i])
-            i += 1
-    merged.extend([0] * (len(row) - len(merged)))
-    return tuple(merged), gained
+    for letter in pairs:
+        gained += _MERGED_VALUE[letter]
+    for letter in sorted(set(pairs), reverse=True):
+        text = text.replace(_DOUBLE[letter], _NEXT[letter])
+    return text, gained
 
 
-@lru_cache(maxsize=ROW_CACHE_SIZE)
-def _slide_row_right(row: Row) -> tuple[Row, int]:
-    """Slide one row to the right: (the new row, the points gained by its merges)."""
-    merged, gained = _slide_row_left(row[::-1])
-    return merged[::-1], gained
+def _transpose(text: str, layout: _Layout) -> str:
+    return "\n".join(map(text.__getitem__, layout.columns))
 
 
-def _slide_rows(rows: list[Row], direction: str) -> tuple[list[Row], int]:
-    """Slide a board of row tuples in a direction: (new rows, points gained)."""
-    if direction == "left" or direction == "right":
-        row_slide = _slide_row_left if direction == "left" else _slide_row_right
-        results = list(map(row_slide, rows))
-        return [row for row, _ in results], sum(gained for _, gained in results)
-    row_slide = _slide_row_left if direction == "up" else _slide_row_right
-    results = list(map(row_slide, zip(*rows, strict=True)))
-    return list(zip(*[column for column, _ in results], strict=True)), sum(gained for _, gained in results)
+def _toward_start(text: str, layout: _Layout) -> tuple[str, int]:
+    """Slide every row of a board string to the left: (the new string, points gained)."""
+    merged, gained = _merge_pairs(text.replace(".", ""))
+    return layout.pad_left.format(*merged.split("\n")), gained
+
+
+def _toward_end(text: str, layout: _Layout) -> tuple[str, int]:
+    """Slide every row of a board string to the right: (the new string, points gained)."""
+    merged, gained = _merge_pairs(text.replace(".", "")[::-1])
+    return layout.pad_right.format(*merged[::-1].split("\n")), gained
+
+
+def _move(text: str, direction: str, layout: _Layout) -> tuple[str, int]:
+    """Slide a board string in a direction: (the new string, points gained)."""
+    if direction == "left":
+        return _toward_start(text, layout)
+    if direction == "right":
+        return _toward_end(text, layout)
+    slide_rows = _toward_start if direction == "up" else _toward_end
+    moved, gained = slide_rows(_transpose(text, layout), layout)
+    return _transpose(moved, layout), gained
+
+
+def _encode(rows: Sequence[Sequence[int]]) -> str:
+    """The board string of a square board of powers of two (0 for empty)."""
+    size = len(rows)
+    if size < 2 or any(len(row) != size for row in rows):
+        raise ValueError("rows must form a square board of side 2 or more")
+    try:
+        return "\n".join("".join(_CHAR_OF[value] for value in row) for row in rows)
+    except (KeyError, TypeError):
+        raise ValueError(f"tiles must be 0 or powers of two from 2 to 2**26, got {rows!r}") from None
+
+
+def _decode(text: str) -> list[list[int]]:
+    return [list(map(_VALUE_OF.__getitem__, row)) for row in text.split("\n")]
+
+
+def _can_move(text: str, layout: _Layout) -> bool:
+    """Whether some move changes the board: an empty cell or two equal neighbours."""
+    return "." in text or _PAIR.search(text) is not None or _PAIR.search(_transpose(text, layout)) is not None
 
 
 def slide(rows: Sequence[Sequence[int]], direction: str) -> tuple[list[list[int]], int, bool]:
@@ -87,22 +139,9 @@ def slide(rows: Sequence[Sequence[int]], direction: str) -> tuple[list[list[int]
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
-    board = [tuple(row) for row in rows]
-    moved, gained = _slide_rows(board, direction)
-    return [list(row) for row in moved], gained, moved != board
-
-
-def _can_move(rows: list[Row]) -> bool:
-    """Whether some move changes the board: an empty cell or two equal neighbours."""
-    for row in rows:
-        if 0 in row:
-            return True
-    for lines in (rows, zip(*rows, strict=True)):
-        for line in lines:
-            for a, b in zip(line, line[1:], strict=False):
-                if a == b:
-                    return True
-    return False
+    text = _encode(rows)
+    moved, gained = _move(text, direction, _layout(len(rows)))
+    return _decode(moved), gained, moved != text
 
 
 def _resolve_keymap(keymap: str | Mapping[str, str]) -> dict[str, str]:
@@ -114,6 +153,11 @@ def _resolve_keymap(keymap: str | Mapping[str, str]) -> dict[str, str]:
     if sorted(resolved.values()) != sorted(DIRECTIONS):
         raise ValueError(f"a keymap needs one key for each of {DIRECTIONS}, got {dict(keymap)}")
     return resolved
+
+
+def _target_char(target: int) -> str:
+    """The smallest tile character whose value reaches the target ("{" sorts after all: unreachable)."""
+    return next((char for value, char in _CHAR_OF.items() if value >= target and value), "{")
 
 
 class GameBoard:
@@ -135,14 +179,7 @@ class GameBoard:
     ) -> None:
         if size < 2:
             raise ValueError(f"size must be at least 2, not {size}")
-        self.size = size
-        self.target = target
-        self.probability_fours = probability_fours
-        self.keymap = _resolve_keymap(keymap)
-        self.moves = 0
-        self._rng = random.Random(seed)
-        self._rows: list[Row] = [(0,) * size for _ in range(size)]
-        self._score = 0
+        self._setup(size, target, probability_fours, keymap, seed, "\n".join(["." * size] * size))
         self._spawn()
         self._spawn()
         self._state = self._judge()
@@ -158,25 +195,34 @@ class GameBoard:
         seed: int | None = None,
     ) -> GameBoard:
         """A game that starts from the given square board, with no tile spawned."""
-        board = [tuple(int(value) for value in row) for row in rows]
-        size = len(board)
-        if size < 2 or any(len(row) != size for row in board):
-            raise ValueError("rows must form a square board of side 2 or more")
         game = cls.__new__(cls)
-        game.size = size
-        game.target = target
-        game.probability_fours = probability_fours
-        game.keymap = _resolve_keymap(keymap)
-        game.moves = 0
-        game._rng = random.Random(seed)
-        game._rows = board
-        game._score = 0
+        game._setup(len(rows), target, probability_fours, keymap, seed, _encode(rows))
         game._state = game._judge()
         return game
 
+    def _setup(
+        self,
+        size: int,
+        target: int,
+        probability_fours: float,
+        keymap: str | Mapping[str, str],
+        seed: int | None,
+        text: str,
+    ) -> None:
+        self.size = size
+        self.target = target
+        self.probability_fours = probability_fours
+        self.keymap = _resolve_keymap(keymap)
+        self.moves = 0
+        self._rng = random.Random(seed)
+        self._text = text
+        self._layout = _layout(size)
+        self._target_char = _target_char(target)
+        self._score = 0
+
     def board(self) -> list[list[int]]:
         """A fresh copy of the board as a list of rows (0 is an empty cell)."""
-        return [list(row) for row in self._rows]
+        return _decode(self._text)
 
     def state(self) -> str:
         """`"ongoing"`, `"success"` (a tile reached the target) or `"failed"`."""
@@ -188,7 +234,7 @@ class GameBoard:
 
     def max_tile(self) -> int:
         """The largest tile on the board."""
-        return max(map(max, self._rows))
+        return _VALUE_OF[max(self._text.replace("\n", ""))]
 
     def do_action(self, key: object) -> bool:
         """Play one key; True when the board changed. An invalid key ends the game as failed.
@@ -198,27 +244,30 @@ class GameBoard:
         if self._state != "ongoing":
             return False
         self.moves += 1
-        direction = self.keymap.get(key.strip().lower()) if isinstance(key, str) else None
-        if direction is None:
-            self._state = "failed"
+        try:
+            direction = self.keymap[key]
+        except (KeyError, TypeError):
+            direction = self.keymap.get(key.strip().lower()) if isinstance(key, str) else None
+            if direction is None:
+                self._state = "failed"
+                return False
+        text, gained = _move(self._text, direction, self._layout)
+        if text == self._text:
             return False
-        rows, gained = _slide_rows(self._rows, direction)
-        if rows == self._rows:
-            return False
-        self._rows = rows
+        self._text = text
         self._score += gained
-        spawned = self._spawn()
-        if (gained and self.max_tile() >= self.target) or spawned >= self.target:
+        empty_left = self._spawn()
+        # a merge that makes the target gains at least the target, so smaller gains need no look
+        if (gained >= self.target or self.target <= 4) and max(self._text) >= self._target_char:
             self._state = "success"
-        elif not _can_move(rows):
+        elif not empty_left and not _can_move(self._text, self._layout):
             self._state = "failed"
         return True
 
     def copy(self) -> GameBoard:
         """An independent game in the same position, with the same random state."""
-        game = GameBoard.from_rows(
-            self._rows, target=self.target, probability_fours=self.probability_fours, keymap=self.keymap
-        )
+        game = GameBoard.__new__(GameBoard)
+        game._setup(self.size, self.target, self.probability_fours, self.keymap, None, self._text)
         game._rng.setstate(self._rng.getstate())
         game._score = self._score
         game._state = self._state
@@ -226,32 +275,33 @@ class GameBoard:
         return game
 
     def _spawn(self) -> int:
-        """Put a 2 or a 4 on a random empty cell (the documented protocol); returns its value."""
-        rows = self._rows
-        empties = [(i, j) for i, row in enumerate(rows) for j, value in enumerate(row) if not value]
+        """Put a 2 or a 4 on a random empty cell (the documented protocol); returns the empty cells left."""
+        text = self._text
+        empties = text.count(".")
         if not empties:
             return 0
-        i, j = empties[self._rng.randrange(len(empties))]
-        value = 4 if self._rng.random() < self.probability_fours else 2
-        row = list(rows[i])
-        row[j] = value
-        rows[i] = tuple(row)
-        return value
+        uniform = self._rng.random
+        # the text after the chosen dot is the last part of a split at the dots up to it
+        after = text.split(".", int(uniform() * empties) + 1)[-1]
+        position = len(text) - len(after) - 1
+        tile = "b" if uniform() < self.probability_fours else "a"
+        self._text = text[:position] + tile + text[position + 1 :]
+        return empties - 1
 
     def _judge(self) -> str:
-        if self.max_tile() >= self.target:
+        if max(self._text) >= self._target_char:
             return "success"
-        return "ongoing" if _can_move(self._rows) else "failed"
+        return "ongoing" if _can_move(self._text, self._layout) else "failed"
 
     def __repr__(self) -> str:
         header = (
             f"GameBoard(size={self.size}, target={self.target}, score={self._score}, state={self._state!r})"
         )
-        return header + "\n" + render_text(self._rows)
+        return header + "\n" + render_text(self.board())
 
     def _repr_html_(self) -> str:
         caption = f"score {self._score} · {self._state} · target {self.target}"
-        return render_html(self._rows, caption=caption)
+        return render_html(self.board(), caption=caption)
 
 
 def from_config(game_config: GameConfig, seed: int | None = None) -> GameBoard:

@@ -61,7 +61,7 @@ def reference_move(board: list[list[int]], direction: str) -> tuple[list[list[in
 def reference_spawn(board: list[list[int]], rng: random.Random, probability_fours: float) -> None:
     empties = [(r, c) for r in range(len(board)) for c in range(len(board)) if board[r][c] == 0]
     if empties:
-        r, c = empties[rng.randrange(len(empties))]
+        r, c = empties[int(rng.random() * len(empties))]
         board[r][c] = 4 if rng.random() < probability_fours else 2
 
 
@@ -253,3 +253,38 @@ def test_notebook_representations():
     assert "GameBoard(size=4" in repr(game)
     assert game._repr_html_().startswith("<table")
     assert str(game.max_tile()) in game._repr_html_()
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[3, 0], [0, 0]],  # not a power of two
+        [[2, 0, 0], [0, 0, 0]],  # not square
+        [[2]],  # too small
+        [[2**27, 0], [0, 0]],  # beyond the largest tile
+    ],
+)
+def test_from_rows_rejects_boards_that_are_not_2048_boards(rows):
+    with pytest.raises(ValueError):
+        GameBoard.from_rows(rows)
+
+
+def test_large_tiles_and_small_targets():
+    game = GameBoard.from_rows([[2**25, 2**25], [0, 0]], target=2**30, seed=0)
+    assert game.do_action("a")
+    assert game.max_tile() == 2**26
+    assert game.score() == 2**26
+    assert game.state() == "ongoing"
+    # a spawned 4 reaches a target of 4 at once
+    assert GameBoard(size=3, seed=0, target=4, probability_fours=1.0).state() == "success"
+
+
+def test_a_pickled_game_plays_the_same_future():
+    import pickle
+
+    game = GameBoard(size=5, seed=11, keymap="wasd")
+    game.do_action("a")
+    twin = pickle.loads(pickle.dumps(game))
+    for key in "wasdwasdsd":
+        assert game.do_action(key) == twin.do_action(key)
+    assert (twin.board(), twin.score(), twin.moves) == (game.board(), game.score(), game.moves)
