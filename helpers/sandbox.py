@@ -410,6 +410,8 @@ class _Job:
 _WORKER_BOOT = "import sys; sys.path.insert(0, {root!r}); from helpers._sandbox_worker import main; main()"
 MAX_RESULT_BYTES = 1 << 20
 """A worker sending a larger message is killed: it is not the worker the parent started."""
+STARTUP_TIMEOUT = 30.0
+"""Seconds a new worker may take to say it is ready."""
 
 
 def _shared_page() -> int:
@@ -444,11 +446,15 @@ class _Worker:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        except BaseException:
+            self.close()
+            raise
         finally:
             for fd in (job_read, result_write, page):
                 os.close(fd)
         self.buffer = bytearray()
         self.ready = False
+        self.spawned = time.monotonic()
         self.job: int | None = None
         self.started = 0.0
 
@@ -606,6 +612,8 @@ class WorkerPool:
     def run(self, jobs: Sequence[_Job]) -> list[GameResult]:
         """Play every job (in parallel over the workers); results in the jobs' order."""
         with self.lock:
+            if not self.workers:
+                raise RuntimeError("this worker pool is closed; get_pool() starts a new one")
             return _Batch(self, list(jobs)).run()
 
     def replace(self, old: _Worker) -> _Worker:
@@ -654,14 +662,17 @@ class _Batch:
                 self._enforce_limits()
         finally:
             self.selector.close()
-        return [result for result in self.results if result is not None]
+        assert all(result is not None for result in self.results)
+        return self.results
 
     def _dispatch(self, w: _Worker, index: int) -> None:
         w.job, w.started = index, time.monotonic()
         try:
             w.send(self.jobs[index])
-        except OSError:
-            self._worker_died(w)
+        except OSError:  # the worker died while idle: not the strategy's fault, so play it elsewhere
+            w.job = None
+            self.pending.appendleft(index)
+            self._start_failed(w, "the worker's job pipe closed")
 
     def _wait(self) -> float:
         """Seconds until the next limit could be reached (half a call limit at most)."""
@@ -732,6 +743,9 @@ class _Batch:
     def _enforce_limits(self) -> None:
         now = time.monotonic()
         for w in list(self.pool.workers):
+            if not w.ready and now - w.spawned > STARTUP_TIMEOUT:
+                self._start_failed(w, f"no answer within {STARTUP_TIMEOUT:g} s")
+                continue
             if w.job is None:
                 continue
             limits = self.jobs[w.job].limits

@@ -7,6 +7,7 @@ played correctly, and that the pool starts from any kind of `__main__`.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -383,6 +384,16 @@ def test_a_killed_worker_is_replaced_and_the_pool_keeps_working():
     after = set(pool.pids())
     assert len(after) == len(before) and len(after - before) == 1
     assert execute_strategy(CODE, GameBoard(seed=1), config=FAST).state == "stalled"
+
+
+def test_a_worker_that_died_while_idle_is_replaced_without_blaming_the_next_strategy():
+    pool = get_pool(FAST)
+    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
+    victim = pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    results = play_batch([RANDOM_VALID + f"# {i}\n" for i in range(4)], seeds=[1], sandbox_config=FAST)
+    assert [row[0].state for row in results] == [results[0][0].state] * 4
+    assert results[0][0].state in ("success", "failed") and victim not in pool.pids()
 
 
 def test_games_run_in_parallel():
