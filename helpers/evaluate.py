@@ -151,14 +151,14 @@ def _play_in_process(strategy: Strategy, game: GameBoard, stall_moves: int) -> _
     return _Outcome(state, game.score(), game.moves, game.max_tile())
 
 
-def _play_in_sandbox(source: str, games: list[GameBoard], sandbox: SandboxConfig) -> list[_Outcome]:
-    from helpers.sandbox import execute_strategy
+def _play_in_sandbox(
+    source: str, config: GameConfig, seeds: Sequence[int], sandbox: SandboxConfig
+) -> list[_Outcome]:
+    """Play untrusted source on every seed, in parallel over the sandbox's worker pool."""
+    from helpers.sandbox import play_batch
 
-    outcomes = []
-    for game in games:
-        result = execute_strategy(source, game, timeout=sandbox.game_timeout)
-        outcomes.append(_Outcome(result.state, result.score, result.steps, result.max_tile))
-    return outcomes
+    results = play_batch([source], config, seeds, sandbox)[0]
+    return [_Outcome(result.state, result.score, result.steps, result.max_tile) for result in results]
 
 
 def _progress(items: Iterable, enabled: bool, total: int, name: str) -> Iterable:
@@ -222,8 +222,7 @@ def evaluate_strategy(
             outcomes.append(_play_in_process(factory(game.keymap, game_seed), game, sandbox.stall_moves))
         return _report(name or strategy, outcomes)
     if isinstance(strategy, str):
-        games = [from_config(config, seed=game_seed) for game_seed in seeds]
-        return _report(name or "generated", _play_in_sandbox(strategy, games, sandbox))
+        return _report(name or "generated", _play_in_sandbox(strategy, config, list(seeds), sandbox))
     outcomes = [
         _play_in_process(strategy, from_config(config, seed=game_seed), sandbox.stall_moves)
         for game_seed in _progress(seeds, progress, n_games, name or "strategy")

@@ -120,3 +120,38 @@ def test_compare_table_and_rows():
 def test_presets_are_game_configs_and_the_original_is_the_default():
     assert PRESETS["original"] == GameConfig()
     assert all(isinstance(config, GameConfig) for config in PRESETS.values())
+
+
+FIXED_ORDER_SOURCE = """
+def strategy(board):
+    def moves_left(rows):
+        for row in rows:
+            tiles = [v for v in row if v]
+            if tiles + [0] * (len(row) - len(tiles)) != list(row):
+                return True
+            if any(a == b for a, b in zip(tiles, tiles[1:])):
+                return True
+        return False
+
+    columns = [list(column) for column in zip(*board)]
+    views = {"a": board, "u": [c[::-1] for c in columns], "i": [r[::-1] for r in board], "é": columns}
+    for key in ("a", "u", "i", "é"):
+        if moves_left(views[key]):
+            return key
+    return "a"
+"""
+
+
+def test_source_strategies_play_in_the_sandbox_like_the_same_callable():
+    """The fixed-order baseline written as source plays the very same games through the sandbox."""
+    sandboxed = evaluate_strategy(FIXED_ORDER_SOURCE, SMALL, n_games=3, seed=2, name="fixed-order source")
+    trusted = evaluate_strategy("fixed-order", SMALL, n_games=3, seed=2)
+    assert sandboxed.name == "fixed-order source"
+    assert sandboxed.scores == trusted.scores
+    assert sandboxed.outcome_counts == trusted.outcome_counts
+
+
+def test_rejected_source_never_runs():
+    report = evaluate_strategy("import os\ndef strategy(board):\n    return 'a'\n", SMALL, n_games=2)
+    assert report.outcome_counts == {"rejected": 2}
+    assert report.name == "generated"
