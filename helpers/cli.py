@@ -34,10 +34,14 @@ SECTIONS = ("game", "sandbox", "rewards")
 ARROW_KEYS = {"\x1b[A": "up", "\x1b[B": "down", "\x1b[D": "left", "\x1b[C": "right"}
 """Terminal escape sequences of the arrow keys, which `play` accepts beside the key map's keys."""
 
+LIBRARY_LOGGERS = ("transformers", "trl", "peft")
+"""Loggers of the libraries whose warnings belong in a run's log file."""
+
 QUIT_KEYS = {"q", "\x03", "\x04", ""}
 """`q`, Ctrl-C, Ctrl-D and end of input stop `play`."""
 
-_log_files: list[Any] = []
+_open_logs: list[tuple[Any, logging.Handler]] = []
+"""(file, handler) of each log file the running command writes, closed when it ends."""
 
 
 class UsageError(Exception):
@@ -114,35 +118,47 @@ class _Tee:
         return getattr(self.console, name)
 
 
-def start_log(folder: str | os.PathLike, command: str) -> Path:
+def start_log(folder: str | os.PathLike, args: argparse.Namespace) -> Path:
     """Send log records and printed lines to `<folder>/<command>.log` as well as the console."""
-    from helpers.training import log as training_log
-
-    path = Path(folder) / f"{command}.log"
+    path = Path(folder) / f"{args.command}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     file = path.open("a", encoding="utf-8")
-    _log_files.append(file)
-    file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} python -m helpers {' '.join(sys.argv[1:])}\n")
+    file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} python -m helpers {' '.join(args.argv)}\n")
     handler = logging.StreamHandler(file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    for name in ("transformers", "trl", "peft"):  # these libraries do not propagate to the root logger
+    _open_logs.append((file, handler))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    for name in LIBRARY_LOGGERS:  # these libraries do not propagate to the root logger
         library = logging.getLogger(name)
         if not library.propagate:
             library.addHandler(handler)
-    training_log.setLevel(logging.INFO)
     logging.captureWarnings(True)
     sys.stdout = _Tee(sys.stdout, file)
     return path
 
 
-def _console_logging() -> None:
+def _stop_logs(stdout: Any) -> None:
+    """Undo `start_log`: the console alone again, handlers removed, files closed."""
+    sys.stdout = stdout
+    logging.captureWarnings(False)
+    for file, handler in _open_logs:
+        for logger in (
+            logging.getLogger(),
+            *(logging.getLogger(name) for name in ("transformers", "trl", "peft")),
+        ):
+            logger.removeHandler(handler)
+        file.close()
+    _open_logs.clear()
+
+
+def _console_handler() -> logging.Handler:
+    """Show the package's log lines (one per training step) on the console."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("helpers").addHandler(handler)
     logging.getLogger("helpers").setLevel(logging.INFO)
+    return handler
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -156,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
-    log_path = start_log(config.training.output_dir, "train")
+    log_path = start_log(config.training.output_dir, args)
     print(f"profile {config.training.profile}: {config.profile_reason}")
     print(f"log: {log_path}")
     result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
@@ -187,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise UsageError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
-    start_log(run or config.training.output_dir, "evaluate")
+    start_log(run or config.training.output_dir, args)
     start_reward_pool(config)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
     print(
@@ -223,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = list(FORMATS) if args.format == "all" else [args.format]
     if args.output and len(formats) > 1:
         raise UsageError("--output names one folder: use it with a single --format")
-    start_log(run or config.training.output_dir, "export")
+    start_log(run or config.training.output_dir, args)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
     for fmt in formats:
         output = args.output or (Path(run or config.training.output_dir) / f"export-{fmt}")
@@ -239,7 +255,7 @@ def _read_key(stream: Any) -> str:
         char = stream.read(1)
         while char in ("\n", "\r", " "):
             char = stream.read(1)
-        return char
+        return char + stream.read(2) if char == "\x1b" else char
     import termios
     import tty
 
@@ -456,8 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from helpers.model import ModelLoadError
     from helpers.training import ConfigurationError, RunFolderError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    _console_logging()
+    args.argv = argv
+    console, stdout = _console_handler(), sys.stdout
     try:
         return args.handler(args)
     except (UsageError, ValueError, ModelLoadError, RunFolderError, ConfigurationError, ExportError) as error:
@@ -477,10 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         _log_traceback()
         raise
+    finally:
+        logging.getLogger("helpers").removeHandler(console)
+        _stop_logs(stdout)
 
 
 def _log_traceback() -> None:
     """Keep the full traceback in the command's log file, where the console shows one line."""
-    for file in _log_files:
+    for file, _ in _open_logs:
         file.write(traceback.format_exc())
         file.flush()

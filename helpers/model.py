@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import Config, GameConfig, TrainingConfig
+from helpers.config import Config, GameConfig, TrainingConfig, cpu_tiny
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Environment that keeps Hugging Face libraries off the network (set while building the tiny model)."""
@@ -156,10 +156,11 @@ def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
 def ensure_tiny_model(config: Config | TrainingConfig) -> Path | None:
     """Build the `cpu-tiny` profile's model folder when it is missing; returns its path, or None.
 
-    Only the `cpu-tiny` profile builds anything: other profiles name real weights, which must exist.
+    Only the profile's own folder (`outputs/tiny-gpt-oss`) is built: any other `model_name` names
+    weights that must exist, and a typo there should be reported, not filled with a random model.
     """
     training = _training(config)
-    if training.profile != "cpu-tiny":
+    if training.profile != "cpu-tiny" or training.model_name != cpu_tiny().model_name:
         return None
     path = Path(training.model_name)
     if not (path / "config.json").is_file():

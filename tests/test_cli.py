@@ -1,0 +1,160 @@
+"""The command line: help, one-line errors, a real `python -m helpers train`, then evaluate/export/play."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import cli
+from helpers import model as model_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["export"], ["play"]])
+def test_help_is_there_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m helpers" in capsys.readouterr().out
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_settings_are_split_by_section():
+    settings = cli.parse_settings(["lora_rank=8", "game.size=4", "rewards.graded=true", "training.seed=1"])
+    assert settings == {
+        "training": {"lora_rank": "8", "seed": "1"},
+        "game": {"size": "4"},
+        "sandbox": {},
+        "rewards": {"graded": "true"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--profile", "cpu-tiny", "--set", "nonsense=1"],
+            "unknown training setting(s) ['nonsense']",
+        ),
+        (["train", "--profile", "cpu-tiny", "--set", "lora_rank"], "--set takes key=value"),
+        (["train", "--profile", "cpu-tiny", "--set", "board.size=4"], "unknown section 'board'"),
+        (["train", "--profile", "cpu-tiny", "--set", "lora_rank=big"], "must be a int, not 'big'"),
+        (["train", "--output-dir", "{tmp}/none", "--resume"], "holds no run_config.json"),
+        (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "needs a CUDA GPU"),
+        (["play", "--strategy", "{tmp}/missing.py"], "neither a file nor a baseline"),
+        (["play", "--set", "lora_rank=3"], "play takes game settings only"),
+    ],
+)
+def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    status = cli.main([arg.replace("{tmp}", str(tmp_path)) for arg in argv])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    """`python -m helpers train` in a fresh process, as under tmux: one GRPO step of the tiny model."""
+    output_dir = tmp_path_factory.mktemp("cli") / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "helpers",
+        "train",
+        "--profile",
+        "cpu-tiny",
+        "--max-steps",
+        "1",
+        "--output-dir",
+        str(output_dir),
+        "--set",
+        f"model_name={tiny_model_dir}",
+        "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return output_dir, result
+
+
+def test_train_runs_headless_and_logs_to_a_file(trained_run):
+    output_dir, result = trained_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trained to step 1" in result.stdout
+    log = (output_dir / "train.log").read_text()
+    assert "profile cpu-tiny: chosen explicitly" in log  # printed lines reach the file
+    assert "step 1/1 reward" in log  # and so do the per-step log records
+    assert (output_dir / "checkpoint-1" / "adapter_model.safetensors").is_file()
+
+
+def test_train_again_in_the_same_folder_asks_for_resume(trained_run, capsys):
+    output_dir, _ = trained_run
+    status = cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(output_dir)])
+    assert status == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_checkpoint_against_the_baselines(trained_run, capsys):
+    output_dir, _ = trained_run
+    argv = ["evaluate", "--checkpoint", str(output_dir / "checkpoint-1"), "--strategies", "2", "--games", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| random | 2 |" in out and "| greedy | 2 |" in out
+    assert "of 2 completions held a strategy" in out
+    assert "evaluate --checkpoint" in (output_dir / "evaluate.log").read_text()
+
+
+def test_export_writes_a_checked_lora_adapter(trained_run, capsys):
+    output_dir, _ = trained_run
+    assert cli.main(["export", "--checkpoint", str(output_dir / "checkpoint-1"), "--format", "lora"]) == 0
+    out = capsys.readouterr().out
+    assert f"lora: {output_dir / 'export-lora'}" in out
+    assert (output_dir / "export-lora" / "adapter_model.safetensors").is_file()
+
+
+def test_play_takes_keys_and_arrows_and_quits_on_q(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a\x1b[Cxq"))
+    assert cli.main(["play", "--seed", "1", "--no-color", "--set", "game.size=4"]) == 0
+    out = capsys.readouterr().out
+    assert "keys: é=up, u=down, a=left, i=right" in out
+    assert "'x' is not a key here" in out
+    assert "moves 2 " in out
+
+
+def test_play_watches_a_strategy_file_in_the_sandbox(tmp_path, capsys):
+    path = tmp_path / "strategy.md"
+    path.write_text('Here it is:\n```python\ndef strategy(board):\n    return "a"\n```\n')
+    assert cli.main(["play", "--strategy", str(path), "--seed", "2", "--delay", "0", "--no-color"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("stalled: ") and "seed 2" in out[-1]  # always left: it stops moving
+    assert any("strategy.md: 'a'" in line for line in out)
+
+
+def test_play_watches_a_baseline(capsys):
+    argv = [
+        "play",
+        "--strategy",
+        "greedy",
+        "--seed",
+        "0",
+        "--delay",
+        "0",
+        "--no-color",
+        "--set",
+        "game.size=3",
+    ]
+    assert cli.main(argv) == 0
+    assert "greedy" in capsys.readouterr().out

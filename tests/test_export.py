@@ -1,0 +1,155 @@
+"""Exports of the tiny model (LoRA, merged 16-bit, MXFP4), and the reload check that catches lost deltas."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers import export
+from helpers.config import make_config
+from helpers.export import ExportError
+from helpers.model import load_model
+
+
+def randomise_adapters(model, std=0.05, seed=1):
+    """Stand in for a long training: non-zero LoRA B matrices, so the adapter changes the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    """The three exports of a tiny model whose adapters were given random weights."""
+    output_dir = tmp_path_factory.mktemp("exports")
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir), output_dir=str(output_dir))
+    model, tokenizer = load_model(config)
+    randomise_adapters(model)
+    results = {fmt: export.export_model(model, tokenizer, config, fmt) for fmt in export.FORMATS}
+    return {
+        "config": config,
+        "model": model,
+        "tokenizer": tokenizer,
+        "results": results,
+        "base": tiny_model_dir,
+    }
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_each_export_is_verified(exported, fmt):
+    result = exported["results"][fmt]
+    assert result.check.verdict == "verified", result.check.message
+    assert result.check.mismatch <= export.RELATIVE_TOLERANCE[fmt]
+    assert result.path.endswith(f"export-{fmt}")
+
+
+def test_lora_export_is_the_adapter_alone(exported):
+    names = {path.name for path in Path(exported["results"]["lora"].path).iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+
+
+def copy_export(exported, fmt, destination):
+    folder = destination / fmt
+    shutil.copytree(exported["results"][fmt].path, folder)
+    return folder
+
+
+def drop_deltas(folder, base_dir, part):
+    """Put the base model's tensors back for one part: what a merge that lost those LoRA deltas writes."""
+    tensors = load_file(folder / "model.safetensors")
+    base = load_file(base_dir / "model.safetensors")
+    for name in tensors:
+        if part in name and name.endswith(("proj", "proj.weight")):
+            tensors[name] = base[name].to(tensors[name].dtype)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("part", ["mlp.experts", "self_attn"])
+def test_a_merge_that_lost_deltas_fails_the_check(exported, tmp_path, part):
+    folder = copy_export(exported, "merged_16bit", tmp_path)
+    drop_deltas(folder, exported["base"], part)
+    check = export.verify_export(
+        exported["model"], exported["tokenizer"], exported["config"], "merged_16bit", folder
+    )
+    assert check.verdict == "failed"
+    assert check.mismatch > 2 * export.RELATIVE_TOLERANCE["merged_16bit"]
+    assert "does not carry the trained weights" in check.message
+
+
+def test_export_model_raises_when_the_check_fails(exported, tmp_path, monkeypatch):
+    def lossy_merge(model, tokenizer, training, path):
+        shutil.copytree(exported["results"]["merged_16bit"].path, path)
+        drop_deltas(path, exported["base"], "mlp.experts")
+
+    monkeypatch.setattr(export, "save_merged_16bit", lossy_merge)
+    with pytest.raises(export.ExportVerificationError, match="MoE experts"):
+        export.export_model(
+            exported["model"], exported["tokenizer"], exported["config"], "merged_16bit", tmp_path / "lossy"
+        )
+
+
+def test_an_untrained_adapter_is_inconclusive(tiny_model_dir, tmp_path):
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir), output_dir=str(tmp_path))
+    model, tokenizer = load_model(config)  # LoRA B starts at zero: the adapter changes nothing
+    result = export.export_model(model, tokenizer, config, "lora")
+    assert result.check.verdict == "inconclusive"
+    assert result.check.effect == 0.0
+
+
+def test_mxfp4_checkpoint_is_gpt_oss_layout(exported):
+    folder = Path(exported["results"]["mxfp4"].path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "mxfp4"
+    tensors = load_file(folder / "model.safetensors")
+    blocks = tensors["model.layers.0.mlp.experts.gate_up_proj_blocks"]
+    scales = tensors["model.layers.0.mlp.experts.gate_up_proj_scales"]
+    # [experts, 2 * intermediate, hidden / 32, 16] and [experts, 2 * intermediate, hidden / 32]
+    assert (blocks.dtype, tuple(blocks.shape)) == (torch.uint8, (4, 128, 2, 16))
+    assert (scales.dtype, tuple(scales.shape)) == (torch.uint8, (4, 128, 2))
+    assert "model.layers.0.mlp.experts.gate_up_proj" not in tensors
+    assert tensors["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16
+
+
+def test_mxfp4_packing_matches_transformers_unpacking():
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    weight = torch.randn(3, 64, 96, generator=torch.Generator().manual_seed(0)) * 0.02
+    blocks, scales = export.quantize_mxfp4(weight)
+    unpacked = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
+    assert torch.equal(unpacked, export.dequantize_mxfp4(blocks, scales))
+    assert unpacked.shape == weight.shape
+    # every value lands within one FP4 step of the largest kind (2 x scale) of the original
+    step = torch.exp2(scales.float() - 127).repeat_interleave(32, dim=-1).transpose(1, 2)
+    assert bool(((unpacked - weight).abs() <= step).all())
+
+
+def test_mxfp4_keeps_exact_fp4_values_exactly():
+    values = torch.tensor(export.FP4_VALUES * 4).reshape(1, 32, 1) * 0.25  # one block, one output column
+    assert torch.equal(export.dequantize_mxfp4(*export.quantize_mxfp4(values)), values)
+
+
+def test_mxfp4_needs_blocks_of_32():
+    with pytest.raises(ExportError, match="blocks of 32"):
+        export.quantize_mxfp4(torch.zeros(1, 40, 8))
+
+
+def test_unknown_format_is_refused(exported):
+    with pytest.raises(ExportError, match="unknown export format 'gguf'"):
+        export.export_model(exported["model"], exported["tokenizer"], exported["config"], "gguf")
+
+
+def test_mxfp4_without_expert_tensors_says_to_export_merged(tmp_path):
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    save_file({"model.embed_tokens.weight": torch.zeros(4, 4)}, merged / "model.safetensors")
+    (merged / "config.json").write_text("{}")
+    with pytest.raises(ExportError, match="no stacked gpt-oss expert tensors.*merged_16bit"):
+        export.convert_to_mxfp4(merged, tmp_path / "out")

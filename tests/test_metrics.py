@@ -1,0 +1,103 @@
+"""The metrics log (metrics.jsonl) and its plots: what the dashboard and the live plot read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step(number: int, reward: float, **extra: float) -> dict:
+    return {"step": number, "reward": reward, "rewards/function_works/mean": reward / 2, **extra}
+
+
+def test_records_come_back_in_order(tmp_path):
+    path = metrics.metrics_path(tmp_path)
+    for number in (1, 2, 3):
+        metrics.append_metrics(path, step(number, float(number)))
+    assert [record["step"] for record in metrics.read_metrics(path)] == [1, 2, 3]
+    assert metrics.read_metrics(tmp_path) == metrics.read_metrics(path)  # a run folder works too
+
+
+def test_non_finite_numbers_are_stored_as_null_and_scalars_as_numbers(tmp_path):
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "metrics.jsonl"
+    metrics.append_metrics(
+        path, {"step": 1, "loss": float("nan"), "grad_norm": np.float32(0.5), "note": "ok"}
+    )
+    line = json.loads(path.read_text())
+    assert line == {"step": 1, "loss": None, "grad_norm": 0.5, "note": "ok"}
+
+
+def test_a_line_cut_short_by_a_killed_process_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    metrics.append_metrics(path, step(1, 1.0))
+    with path.open("a") as file:
+        file.write('{"step": 2, "rew')
+    assert [record["step"] for record in metrics.read_metrics(path)] == [1]
+
+
+def test_a_missing_log_reads_as_empty(tmp_path):
+    assert metrics.read_metrics(tmp_path / "nothing.jsonl") == []
+
+
+def test_truncate_keeps_steps_up_to_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for number in range(1, 6):
+        metrics.append_metrics(path, step(number, 0.0))
+    assert metrics.truncate_metrics(path, 3) == 3
+    assert [record["step"] for record in metrics.read_metrics(path)] == [1, 2, 3]
+
+
+def test_series_skips_records_without_a_number():
+    records = [step(1, 1.0), {"step": 2, "reward": None}, {"step": 3}, step(4, 4.0)]
+    assert metrics.series(records, "reward") == ([1, 4], [1.0, 4.0])
+
+
+def test_reward_and_outcome_keys_are_found():
+    records = [
+        step(1, 1.0, **{"rewards/no_cheating/mean": 1.0, "rewards/no_cheating/std": 0.0, "outcomes/win": 2})
+    ]
+    assert metrics.reward_keys(records) == ["rewards/function_works/mean", "rewards/no_cheating/mean"]
+    assert metrics.outcome_keys(records) == ["outcomes/win"]
+
+
+def test_summary_averages_the_last_steps():
+    records = [step(number, float(number)) for number in range(1, 11)]
+    summary = metrics.summary(records, window=2)
+    assert summary == {"reward": 9.5, "rewards/function_works/mean": 4.75}
+
+
+def test_plot_has_an_outcomes_panel_only_when_outcomes_are_logged():
+    with_outcomes = [step(1, 1.0, **{"outcomes/win": 1.0}), step(2, 2.0, **{"outcomes/win": 2.0})]
+    figure = metrics.plot_metrics(with_outcomes)
+    assert len(figure.axes) == 3
+    assert "step 2" in figure._suptitle.get_text()
+    assert len(metrics.plot_metrics([step(1, 1.0)]).axes) == 2
+
+
+def test_plot_redraws_the_same_figure_in_place():
+    figure = metrics.plot_metrics([step(1, 1.0)])
+    again = metrics.plot_metrics([step(1, 1.0), step(2, 3.0)], figure)
+    assert again is figure
+    total = again.axes[0].lines[0]
+    assert list(total.get_ydata()) == [1.0, 3.0]
+
+
+def test_an_empty_log_still_plots():
+    figure = metrics.plot_metrics([])
+    assert "no steps yet" in figure._suptitle.get_text()
+
+
+def test_metrics_imports_no_torch():
+    code = (
+        "import sys, helpers.metrics; assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

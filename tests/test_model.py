@@ -1,0 +1,123 @@
+"""Loading: the tiny random gpt-oss, its chat template, LoRA on attention and experts, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import model as model_module
+from helpers.config import GameConfig, make_config
+from helpers.model import ModelLoadError, load_model
+from helpers.prompts import build_prompt, chat_messages
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """The tiny model loaded on the CPU path, with fresh LoRA adapters."""
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir))
+    return load_model(config)
+
+
+def test_tiny_model_is_a_small_gpt_oss_with_experts(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["architectures"] == ["GptOssForCausalLM"]
+    assert (config["num_hidden_layers"], config["num_local_experts"], config["hidden_size"]) == (2, 4, 64)
+    assert config["layer_types"] == ["sliding_attention", "full_attention"]
+
+
+def test_chat_template_is_harmony_with_the_reasoning_effort(tiny):
+    _, tokenizer = tiny
+    text = tokenizer.apply_chat_template(
+        chat_messages(GameConfig()), tokenize=False, add_generation_prompt=True, reasoning_effort="high"
+    )
+    assert text.startswith("<|start|>system<|message|>")
+    assert "Reasoning: high" in text
+    assert "<|start|>user<|message|>" + build_prompt(GameConfig()) + "<|end|>" in text
+    assert text.endswith("<|start|>assistant")
+
+
+def test_reasoning_effort_defaults_to_medium(tiny):
+    _, tokenizer = tiny
+    text = tokenizer.apply_chat_template(chat_messages(GameConfig()), tokenize=False)
+    assert "Reasoning: medium" in text
+
+
+def test_special_tokens_are_single_tokens_and_eos_is_return(tiny):
+    _, tokenizer = tiny
+    for token in model_module.SPECIAL_TOKENS:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
+    assert tokenizer.eos_token == "<|return|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+@pytest.mark.parametrize("keymap", ["bepo", "wasd"])
+def test_tokenizer_round_trips_the_prompt(tiny, keymap):
+    _, tokenizer = tiny
+    prompt = build_prompt(GameConfig(keymap=keymap))
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    assert tokenizer.decode(ids) == prompt
+    assert len(ids) < len(prompt) / 2  # the BPE learnt the prompt's words
+
+
+def test_lora_reaches_attention_and_both_expert_tensors(tiny):
+    model, _ = tiny
+    names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert names and all("lora_" in name for name in names)
+    for part in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        assert any(f"self_attn.{part}.lora_A" in name for name in names), part
+    # peft nests one ParamWrapper per targeted parameter: gate_up_proj inside, down_proj outside
+    assert any("mlp.experts.base_layer.lora_A" in name for name in names)
+    assert any("mlp.experts.lora_A" in name and "base_layer" not in name for name in names)
+
+
+def test_lora_config_maps_mlp_names_to_expert_parameters():
+    config = make_config("cpu-tiny", target_modules="q_proj,gate_proj")
+    lora = model_module.lora_config(config.training)
+    assert set(lora.target_modules) == {"q_proj"}
+    assert list(lora.target_parameters) == list(model_module.EXPERT_PARAMETERS)
+    attention_only = model_module.lora_config(
+        make_config("cpu-tiny", target_modules="q_proj,v_proj").training
+    )
+    assert not attention_only.target_parameters
+
+
+def test_unknown_target_module_is_refused():
+    with pytest.raises(ModelLoadError, match="not gpt-oss modules"):
+        model_module.lora_config(make_config("cpu-tiny", target_modules="q_proj,wq").training)
+
+
+def test_gpu_profile_without_a_gpu_says_to_use_cpu_tiny(monkeypatch):
+    monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU.*--profile cpu-tiny"):
+        load_model(make_config("dgx-spark"))
+
+
+def test_missing_model_folder_is_reported_not_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(make_config("cpu-tiny", model_name=str(tmp_path / "typo")))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_uninstalled_unsloth_on_a_gpu_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(model_module, "cuda_available", lambda: True)
+    monkeypatch.setattr(model_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="unsloth package is not installed.*use_unsloth=false"):
+        model_module.import_unsloth_if_used(make_config("h100"))
+
+
+def test_cpu_never_takes_the_unsloth_path(monkeypatch):
+    monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    assert not model_module.import_unsloth_if_used(make_config("h100"))
+
+
+def test_a_folder_without_an_adapter_is_refused(tiny_model_dir, tmp_path):
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir))
+    with pytest.raises(ModelLoadError, match="holds no LoRA adapter"):
+        load_model(config, adapter=tmp_path)
+
+
+def test_the_tiny_model_is_deterministic(tmp_path, tiny_model_dir):
+    again = model_module.make_tiny_model(tmp_path / "again")
+    assert (again / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    assert (again / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()

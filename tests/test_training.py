@@ -1,0 +1,213 @@
+"""GRPO end to end on the tiny model: real rewards, metrics.jsonl, checkpoints, resume; and the pieces."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from helpers import training
+from helpers.config import as_dict, make_config
+from helpers.metrics import append_metrics, read_metrics
+from helpers.model import load_model
+from helpers.training import ConfigurationError, RunFolderError
+
+
+def tiny_config(tiny_model_dir, output_dir, **overrides):
+    settings = {
+        "model_name": str(tiny_model_dir),
+        "output_dir": str(output_dir),
+        "max_steps": 2,
+        "save_steps": 2,
+    }
+    return make_config("cpu-tiny", **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    """Two GRPO steps with the project's reward functions, then a resume to step 3 (same model object)."""
+    output_dir = tmp_path_factory.mktemp("run")
+    config = tiny_config(tiny_model_dir, output_dir)
+    model, tokenizer = load_model(config)
+    first = training.train(config, model=model, tokenizer=tokenizer, progress=False)
+    records_after_first = read_metrics(output_dir)
+    second = training.train(
+        replace_steps(config, 3), resume=True, model=model, tokenizer=tokenizer, progress=False
+    )
+    return {
+        "config": config,
+        "dir": output_dir,
+        "first": first,
+        "second": second,
+        "records_after_first": records_after_first,
+        "model": model,
+        "tokenizer": tokenizer,
+    }
+
+
+def replace_steps(config, max_steps):
+    return replace(config, training=replace(config.training, max_steps=max_steps))
+
+
+def test_two_steps_log_every_reward_function(run):
+    records = run["records_after_first"]
+    assert [record["step"] for record in records] == [1, 2]
+    for name in ("function_works", "no_cheating", "strategy_succeeds"):
+        assert all(f"rewards/{name}/mean" in record for record in records), name
+    assert all("outcomes/missing" in record for record in records)  # the rewards' own outcome counts
+    assert run["first"].global_step == 2
+
+
+def test_a_checkpoint_holds_the_adapter_and_the_optimiser(run):
+    checkpoint = run["dir"] / "checkpoint-2"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "trainer_state.json"):
+        assert (checkpoint / name).is_file(), name
+    assert run["first"].checkpoint == str(checkpoint)
+
+
+def test_the_run_config_is_saved_beside_the_checkpoints(run):
+    saved = json.loads((run["dir"] / training.RUN_CONFIG_FILE).read_text())
+    assert saved["training"]["lora_rank"] == run["config"].training.lora_rank
+    assert saved["training"]["max_steps"] == 3  # rewritten by the resume
+
+
+def test_resume_continues_to_step_three(run):
+    second = run["second"]
+    assert second.global_step == 3
+    assert second.resumed_from == str(run["dir"] / "checkpoint-2")
+    assert (run["dir"] / "checkpoint-3").is_dir()
+    assert [record["step"] for record in read_metrics(run["dir"])] == [1, 2, 3]
+
+
+def test_saved_config_rebuilds_the_run_settings(run):
+    rebuilt = training.saved_config(run["dir"])
+    assert as_dict(replace(rebuilt, profile_reason="")) == as_dict(
+        replace(replace_steps(run["config"], 3), profile_reason="")
+    )
+    assert training.saved_config(run["dir"], max_steps=10).training.max_steps == 10
+
+
+def test_generate_strategies_returns_completions_and_extractions(run):
+    generated = training.generate_strategies(
+        run["model"], run["tokenizer"], run["config"], n=2, max_new_tokens=8
+    )
+    assert len(generated) == 2
+    assert all(isinstance(item.text, str) for item in generated)
+    assert all(item.source is None for item in generated)  # a random model writes no function
+    assert run["model"].training  # the model is left in the mode it was in
+
+
+# --- the run folder --------------------------------------------------------------------------------
+
+
+def fake_run(tmp_path, config, steps=(2,), logged=4):
+    folder = tmp_path / "fake"
+    for number in steps:
+        (folder / f"checkpoint-{number}").mkdir(parents=True)
+    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(as_dict(config)))
+    for number in range(1, logged + 1):
+        append_metrics(folder / "metrics.jsonl", {"step": number, "reward": 0.0})
+    return folder
+
+
+def test_resume_refuses_other_settings_and_names_them(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    fake_run(tmp_path, config)
+    changed = replace(config, training=replace(config.training, lora_rank=8))
+    with pytest.raises(RunFolderError, match=r"training\.lora_rank: 4 -> 8"):
+        training.prepare_run_folder(changed, resume=True)
+
+
+def test_resume_may_change_the_length_of_the_run(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    fake_run(tmp_path, config, steps=(2, 10), logged=12)
+    longer = replace_steps(config, 50)
+    assert training.prepare_run_folder(longer, resume=True).name == "checkpoint-10"
+    assert [record["step"] for record in read_metrics(tmp_path / "fake")] == list(range(1, 11))
+
+
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    fake_run(tmp_path, config)
+    with pytest.raises(RunFolderError, match="already holds a run.*--resume"):
+        training.prepare_run_folder(config, resume=False)
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "empty"))
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        training.prepare_run_folder(config, resume=True)
+
+
+def test_saved_config_needs_a_run_folder(tmp_path):
+    with pytest.raises(RunFolderError, match="not the output folder of a run"):
+        training.saved_config(tmp_path)
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def test_generation_batch_must_be_a_multiple_of_the_group():
+    with pytest.raises(ConfigurationError, match="not a multiple of num_generations"):
+        training.check_batch_sizes(make_config("cpu-tiny", num_generations=3))
+    with pytest.raises(ConfigurationError, match="at least 2"):
+        training.check_batch_sizes(make_config("cpu-tiny", num_generations=1, per_device_train_batch_size=1))
+    assert training.check_batch_sizes(make_config("dgx-spark")) == 4
+
+
+def test_grpo_config_carries_the_profile():
+    config = make_config("cpu-tiny", max_steps=7)
+    args = training.grpo_config(config, gpu=False)
+    assert (args.num_generations, args.max_completion_length, args.max_steps) == (2, 32, 7)
+    assert args.chat_template_kwargs == {"reasoning_effort": "low"}
+    assert args.warmup_steps == config.training.warmup_ratio  # a float below 1 is a ratio
+    assert (args.save_steps, args.logging_steps, args.learning_rate) == (2, 1, 1e-3)
+    assert not args.bf16 and not args.gradient_checkpointing
+
+
+def test_dataset_repeats_the_prompt_with_the_reasoning_effort():
+    config = make_config("cpu-tiny", dataset_size=5, reasoning_effort="medium")
+    dataset = training.build_dataset(config)
+    assert len(dataset) == 5
+    assert dataset[0]["reasoning_effort"] == "medium"
+    assert (
+        dataset[0]["prompt"][0]["role"] == "user"
+        and "def strategy(board)" in dataset[0]["prompt"][0]["content"]
+    )
+
+
+def test_torch_logprob_head_matches_log_softmax():
+    import torch
+
+    torch.manual_seed(0)
+    hidden, weight, bias = torch.randn(5, 8), torch.randn(11, 8), torch.randn(11)
+    targets = torch.randint(0, 11, (5,))
+    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    log_probs, entropy, log_sum_sq, mean_logits, is_top1 = training.TorchLogProbHead.apply(
+        hidden, weight, bias, targets, 0.7, 4, 3.0, 2.0, outputs
+    )
+    logits = 3.0 * torch.tanh((hidden @ weight.t() + bias) * 2.0 / 3.0) / 0.7
+    reference = logits.log_softmax(-1)
+    assert torch.allclose(log_probs, reference.gather(-1, targets[:, None])[:, 0], atol=1e-5)
+    assert torch.allclose(entropy, -(reference.exp() * reference).sum(-1), atol=1e-5)
+    assert torch.allclose(log_sum_sq, (2 * reference).exp().sum(-1).log(), atol=1e-5)
+    assert torch.allclose(mean_logits, logits.mean(-1), atol=1e-5)
+    assert torch.equal(is_top1, logits.argmax(-1) == targets)
+
+
+def test_callbacks_log_metrics_and_redraw_the_live_plot(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    config = make_config("cpu-tiny", output_dir=str(tmp_path))
+    metrics_log, live_plot = training._callbacks(config, live_plot=True, progress=False)
+    state = SimpleNamespace(global_step=1, max_steps=2, is_world_process_zero=True)
+    for number in (1, 2):
+        state.global_step = number
+        logs = {"reward": float(number), "rewards/function_works/mean": 1.0}
+        metrics_log.on_log(None, state, None, logs=logs)
+        live_plot.on_log(None, state, None, logs=logs)
+    metrics_log.on_log(None, state, None, logs={"train_runtime": 1.0})  # the end-of-run summary is not a step
+    assert [record["step"] for record in read_metrics(tmp_path)] == [1, 2]
+    assert list(live_plot.figure.axes[0].lines[0].get_ydata()) == [1.0, 2.0]
+    assert capsys.readouterr().out.count("Figure(") == 2  # outside a notebook, display() prints the figure
