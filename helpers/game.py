@@ -5,7 +5,7 @@ probability 0.10 and a 2 otherwise, drawn from the game's own seeded `random.Ran
 every tile as far as it goes and merges equal neighbours once per move (`[2, 2, 2, 2]` -> `[4, 4, 0, 0]`
 moving left); the score adds the value of each merged tile. A move that changes nothing spawns nothing
 and does not end the game; an invalid key ends it as `failed`; a tile reaching the target is a
-`success`; a board where no move changes anything is `failed`. Tiles are powers of two up to 2**26.
+`success`; a board where no move changes anything is `failed`. Tiles are powers of two up to 2**30.
 
 Spawning is part of the public contract, so that a reference engine can replay a seeded game: the empty
 cells are listed row by row, `empties[int(rng.random() * len(empties))]` is the cell, and then
@@ -42,11 +42,12 @@ KEYMAPS: dict[str, dict[str, str]] = {
 DIRECTIONS = ("up", "down", "left", "right")
 """The four directions a key can stand for."""
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_LETTERS = "abcdefghijklmnopqrstuvwxyz{|}~"
+"""Tile characters in value order, 2 to 2**30; the largest cannot merge (no board gets near it)."""
 _CHAR_OF = {0: "."} | {2 ** (power + 1): letter for power, letter in enumerate(_LETTERS)}
 """Tile value -> its character in the board string."""
 _VALUE_OF = {char: value for value, char in _CHAR_OF.items()}
-_PAIR = re.compile(r"([a-z])\1")
+_PAIR = re.compile(r"([a-}])\1")
 _DOUBLE = {letter: letter + letter for letter in _LETTERS}
 _NEXT = dict(zip(_LETTERS, _LETTERS[1:], strict=False))
 _MERGED_VALUE = {letter: 2 * _VALUE_OF[letter] for letter in _LETTERS}
@@ -120,7 +121,7 @@ def _encode(rows: Sequence[Sequence[int]]) -> str:
     try:
         return "\n".join("".join(_CHAR_OF[value] for value in row) for row in rows)
     except (KeyError, TypeError):
-        raise ValueError(f"tiles must be 0 or powers of two from 2 to 2**26, got {rows!r}") from None
+        raise ValueError(f"tiles must be 0 or powers of two from 2 to 2**30, got {rows!r}") from None
 
 
 def _decode(text: str) -> list[list[int]]:
@@ -156,8 +157,8 @@ def _resolve_keymap(keymap: str | Mapping[str, str]) -> dict[str, str]:
 
 
 def _target_char(target: int) -> str:
-    """The smallest tile character whose value reaches the target ("{" sorts after all: unreachable)."""
-    return next((char for value, char in _CHAR_OF.items() if value >= target and value), "{")
+    """The smallest tile character whose value reaches the target, or one above them all if none does."""
+    return next((char for value, char in _CHAR_OF.items() if value >= target and value), "\x7f")
 
 
 class GameBoard:
@@ -234,7 +235,7 @@ class GameBoard:
 
     def max_tile(self) -> int:
         """The largest tile on the board."""
-        return _VALUE_OF[max(self._text.replace("\n", ""))]
+        return _VALUE_OF[max(self._text)]  # "\n" sorts below every tile and "."
 
     def do_action(self, key: object) -> bool:
         """Play one key; True when the board changed. An invalid key ends the game as failed.

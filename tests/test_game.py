@@ -261,7 +261,7 @@ def test_notebook_representations():
         [[3, 0], [0, 0]],  # not a power of two
         [[2, 0, 0], [0, 0, 0]],  # not square
         [[2]],  # too small
-        [[2**27, 0], [0, 0]],  # beyond the largest tile
+        [[2**31, 0], [0, 0]],  # beyond the largest tile
     ],
 )
 def test_from_rows_rejects_boards_that_are_not_2048_boards(rows):
@@ -270,10 +270,10 @@ def test_from_rows_rejects_boards_that_are_not_2048_boards(rows):
 
 
 def test_large_tiles_and_small_targets():
-    game = GameBoard.from_rows([[2**25, 2**25], [0, 0]], target=2**30, seed=0)
+    game = GameBoard.from_rows([[2**29, 2**29], [0, 0]], target=2**31, seed=0)
     assert game.do_action("a")
-    assert game.max_tile() == 2**26
-    assert game.score() == 2**26
+    assert game.max_tile() == 2**30
+    assert game.score() == 2**30
     assert game.state() == "ongoing"
     # a spawned 4 reaches a target of 4 at once
     assert GameBoard(size=3, seed=0, target=4, probability_fours=1.0).state() == "success"
