@@ -44,8 +44,8 @@ class SandboxConfig:
     """Wall-clock seconds for one `strategy(board)` call."""
     memory_mb: int = 512
     """Address-space cap of a worker process, in MiB."""
-    stall_moves: int = 8
-    """Consecutive moves that change nothing before the game ends as `stalled`."""
+    stall_moves: int = 32
+    """Consecutive moves that change nothing before the game ends as `stalled` (a random mover hits 8 by chance)."""
     max_workers: int = 0
     """Worker processes in the pool; 0 means one per CPU core, at most 8."""
     max_output_chars: int = 2000
