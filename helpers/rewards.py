@@ -251,9 +251,14 @@ def _score(
         return [0.0] * len(items), None
 
 
-def _record(found: list[Verdict], kwargs: dict) -> None:
-    """Count the outcomes: into OUTCOME_HISTORY, TRL's `log_metric` and its completions table."""
-    counts = Counter(outcome for verdict in found for outcome in verdict.outcomes)
+def _record(found: list[Verdict], config: Config, kwargs: dict) -> None:
+    """Count the outcomes, one per game: into OUTCOME_HISTORY, TRL's `log_metric` and its completions table."""
+    games = max(1, config.rewards.games_per_completion)
+    counts = Counter(
+        outcome
+        for verdict in found
+        for outcome in (verdict.outcomes if verdict.results else verdict.outcomes * games)
+    )
     state = kwargs.get("trainer_state")
     OUTCOME_HISTORY.append(
         {"step": getattr(state, "global_step", None), "completions": len(found)}
@@ -328,7 +333,7 @@ def strategy_succeeds(completions: list[Any], config: Config | None = None, **kw
     """
     rewards, found = _score(completions, config, _succeeds)
     if found is not None:
-        _record(found, kwargs)
+        _record(found, config if isinstance(config, Config) else Config(), kwargs)
     return rewards
 
 

@@ -192,6 +192,21 @@ def test_several_games_per_completion_are_averaged(monkeypatch):
     assert strategy_succeeds([fenced(function("return 'a'\n"))], config) == [11.0]
 
 
+def test_outcomes_are_counted_per_game(monkeypatch):
+    def fake(sources, game_config, seeds, sandbox_config):
+        return [[GameResult("success", 9, 0, 2048), GameResult("stalled", 9, 0, 64)] for _ in sources]
+
+    monkeypatch.setattr(rewards, "play_batch", fake)
+    logged = {}
+    config = Config(rewards=RewardConfig(games_per_completion=2))
+    strategy_succeeds(
+        [fenced(function("return 'u'\n")), "no code"],
+        config,
+        log_metric=lambda n, v: logged.__setitem__(n, v),
+    )
+    assert (logged["outcomes/win"], logged["outcomes/stalled"], logged["outcomes/missing"]) == (1.0, 1.0, 2.0)
+
+
 def test_outcome_counts_reach_log_metric_and_the_history():
     logged, extra = {}, {}
     completions = [case[1] for case in CASES]
