@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import EXPERT_PARAMETERS, load_base_model
+from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, on_cuda
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -305,7 +305,7 @@ def _load_export(fmt: str, path: Path, training: TrainingConfig, like: Any) -> t
     import torch
     from transformers import AutoModelForCausalLM
 
-    on_gpu = next(like.parameters()).device.type == "cuda"
+    on_gpu = on_cuda(like)
     compute = torch.bfloat16 if on_gpu else torch.float32
     placement = {"device_map": "auto"} if on_gpu else {}
     if fmt == "lora":
@@ -336,25 +336,30 @@ def verify_export(
     `model` is the trained adapter model; its base's logits come from disabling the adapter.
     """
     training = _training(config)
-    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # Unsloth returns no logits in training mode otherwise
+    saved_flag = os.environ.get("UNSLOTH_RETURN_LOGITS")
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # Unsloth's forward returns no logits otherwise
     was_training = model.training
     model.eval()
     try:
-        input_ids = check_inputs(tokenizer, config, next(model.parameters()).device)
+        input_ids = check_inputs(tokenizer, config, input_device(model))
         trained = _logits(model, input_ids)
         with model.disable_adapter():
             untrained = _logits(model, input_ids)
+        export, base = _load_export(fmt, Path(path), training, model)
+        export_ids = input_ids.to(input_device(export))
+        exported = _logits(export, export_ids)
+        if base is None:
+            with export.disable_adapter():
+                export_base = _logits(export, export_ids)
+        else:
+            export_base = _logits(base, export_ids)
+        del export, base
     finally:
         model.train(was_training)
-    export, base = _load_export(fmt, Path(path), training, model)
-    export_ids = input_ids.to(next(export.parameters()).device)
-    exported = _logits(export, export_ids)
-    if base is None:
-        with export.disable_adapter():
-            export_base = _logits(export, export_ids)
-    else:
-        export_base = _logits(base, export_ids)
-    del export, base
+        if saved_flag is None:
+            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
+        else:
+            os.environ["UNSLOTH_RETURN_LOGITS"] = saved_flag
     change = (trained - untrained).cpu()[0]
     export_change = (exported - export_base).cpu()[0]
     effect = float(change.abs().max())

@@ -212,6 +212,7 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     model (no GPU for a GPU profile, a missing folder, Unsloth not installed, no adapter there).
     """
     training = _training(config)
+    unsloth = import_unsloth_if_used(training)  # first: building the tiny model imports transformers
     ensure_tiny_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
@@ -220,7 +221,7 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
             f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
             "or a lora export"
         )
-    if import_unsloth_if_used(training):
+    if unsloth:
         return _load_with_unsloth(training, adapter)
     return _load_with_peft(training, gpu, adapter)
 
@@ -295,6 +296,16 @@ def _load_with_peft(
     return get_peft_model(model, lora_config(training)), tokenizer
 
 
+def on_cuda(model: Any) -> bool:
+    """Whether any of the model's weights live on a CUDA GPU (the embedding may be offloaded to the CPU)."""
+    return any(parameter.device.type == "cuda" for parameter in model.parameters())
+
+
+def input_device(model: Any) -> Any:
+    """The device token ids go to: the input embedding's."""
+    return model.get_input_embeddings().weight.device
+
+
 def load_base_model(model_name: str, like: Any = None) -> Any:
     """The base model in 16-bit (float32 on a CPU), without adapters: the reference exports are checked against.
 
@@ -303,7 +314,7 @@ def load_base_model(model_name: str, like: Any = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    on_gpu = like is not None and next(like.parameters()).device.type == "cuda"
+    on_gpu = like is not None and on_cuda(like)
     return AutoModelForCausalLM.from_pretrained(
         model_name,
         dtype=torch.bfloat16 if on_gpu else torch.float32,

@@ -486,6 +486,7 @@ def generate_strategies(
     """
     import torch
 
+    from helpers.model import input_device
     from helpers.prompts import chat_messages
     from helpers.sandbox import extract_function
 
@@ -496,7 +497,7 @@ def generate_strategies(
         return_dict=True,
         return_tensors="pt",
     )
-    device = next(model.parameters()).device
+    device = input_device(model)
     inputs = {key: value.to(device) for key, value in inputs.items()}
     was_training = model.training
     model.eval()
