@@ -341,6 +341,19 @@ def _shape_problem(tree: ast.Module) -> str | None:
 def check_source(source: object, config: SandboxConfig | None = None) -> StaticCheck:
     """Inspect a strategy's source without running it.
 
+    The verdicts, in order of precedence:
+    - `syntax_error`: no text, or it does not compile (`SyntaxError`, null bytes, a parser bomb).
+    - `forbidden`: an import outside `allowed_imports` (relative and `*` imports included), a dunder
+      name, a private or dunder attribute, a name in `FORBIDDEN_ATTRIBUTES`, or a builtin in
+      `FORBIDDEN_BUILTINS` (a variable of the strategy's own with such a name is fine).
+      `from __future__ import annotations` and reading `__name__` are allowed.
+    - `malformed`: it compiles, but the module is not `[docstring] [imports] def strategy(board)`:
+      other top-level statements or definitions (helpers belong inside strategy), no strategy or
+      several, `async def`, a generator, not exactly one positional parameter, a default value, a
+      decorator, or an annotation that calls something (these run at definition time), or more than
+      `MAX_SOURCE_CHARS` characters.
+    - `ok`: everything else; it may run.
+
     Args:
         source: the code, usually from `extract_function`.
         config: the allowed imports come from here (the default `SandboxConfig` when None).
