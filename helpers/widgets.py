@@ -12,8 +12,12 @@ That works with the stock widgets in JupyterLab, Notebook 7 and VS Code; arrow k
 
 Watching does not block the kernel: the `Play` widget ticks in the browser, and each tick asks the
 kernel for one move, so cells keep running and the pause button answers at once. A strategy is
-either a trusted callable `strategy(board) -> key` (a baseline, your own code) or generated source
-code, which is run through `helpers.sandbox` one call at a time and never in the kernel.
+either a trusted callable `strategy(board) -> key` (a baseline, your own code), called in the kernel
+once per tick, or generated source code, which never runs in the kernel: the sandbox plays it from
+the current position to the end (`helpers.sandbox.execute_strategy`, with all its limits, in a few
+milliseconds), the keys it played are recorded, and each tick replays one of them. The game is
+seeded, so the replay shows exactly the game the sandbox judged. A key pressed by hand leaves the
+strategy's path; the next tick asks the sandbox again from the new position.
 
 Everything a person can do is also a method, so tests drive the board from Python:
 `board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`.
@@ -22,21 +26,20 @@ Everything a person can do is also a method, so tests drive the board from Pytho
 from __future__ import annotations
 
 import html
+from collections import deque
 from collections.abc import Callable
 
 import ipywidgets as widgets
 
 from helpers.config import GameConfig, SandboxConfig
 from helpers.game import DIRECTIONS, GameBoard, render_html
+from helpers.sandbox import GameResult, execute_strategy
 
 Strategy = Callable[[list[list[int]]], object]
 """A trusted strategy: takes a copy of the board, returns a key."""
 
 ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
 """The arrow drawn beside each direction's key on its button."""
-
-STALL_MOVES = SandboxConfig().stall_moves
-"""Moves in a row that change nothing before watching stops (the sandbox's limit)."""
 
 MAX_SPEED = 30
 """Fastest watch speed offered by the slider, in moves per second."""
@@ -55,22 +58,26 @@ class BoardWidget(widgets.VBox):
         self,
         game_config: GameConfig | None = None,
         seed: int | None = 0,
-        strategy: Strategy | None = None,
+        strategy: Strategy | str | None = None,
         *,
         size: int | None = None,
         target: int | None = None,
         keymap: str | None = None,
         speed: int = 5,
+        sandbox_config: SandboxConfig | None = None,
     ) -> None:
         self._size = size or (game_config.size if game_config else 6)
         self._target = target or (game_config.target if game_config else 2048)
         self._probability_fours = game_config.probability_fours if game_config else 0.10
         self._keymap_name = keymap or (game_config.keymap if game_config else "bepo")
+        self.sandbox_config = sandbox_config or SandboxConfig()
         self.game = self._new_game(seed)
-        self.strategy: Strategy | None = strategy
+        self.strategy: Strategy | str | None = strategy
         self.strategy_name = _name_of(strategy)
         self.last_message = "new game"
         self._idle_moves = 0
+        self._replay: deque[object] | None = None
+        self._replay_result: GameResult | None = None
 
         key_of = {direction: key for key, direction in self.game.keymap.items()}
         self.board_html = widgets.HTML()
@@ -130,6 +137,65 @@ class BoardWidget(widgets.VBox):
 
     def press(self, key: str) -> bool:
         """Play one key (as a button or the keyboard would); True when the board changed."""
+        self._replay = None  # a key by hand leaves the watched strategy's recorded path
+        self._idle_moves = 0
+        return self._play(key)
+
+    def new_game(self, seed: int | None = None) -> None:
+        """Start a new game (seeded, so the same seed gives the same game); stops the player."""
+        self.player.playing = False
+        self.game = self._new_game(seed)
+        self._idle_moves = 0
+        self._replay = None
+        if seed is not None:
+            self.seed_box.value = seed
+        self.last_message = "new game" + (f" (seed {seed})" if seed is not None else "")
+        self._render()
+
+    def watch(self, strategy: Strategy | str, name: str | None = None) -> None:
+        """Choose what the player (or `step()`) moves with: a trusted callable, or source code to sandbox."""
+        self._idle_moves = 0
+        self._replay = None
+        self.strategy = strategy
+        self.strategy_name = name or _name_of(strategy)
+        self._render()
+
+    def step(self) -> bool:
+        """Play the watched strategy's next move; False once it cannot go on (the reason is shown).
+
+        It stops when there is no strategy, it raised or was ended by the sandbox, or the game is over.
+
+        As in training, `SandboxConfig.stall_moves` moves in a row that change nothing stop the watch.
+        """
+        if self.strategy is None:
+            self.last_message = "no strategy to watch: call watch(strategy) first"
+            self._render()
+            return False
+        if self.game.state() != "ongoing":
+            return False
+        try:
+            key = (
+                self._next_replayed_key()
+                if isinstance(self.strategy, str)
+                else self.strategy(self.game.board())
+            )
+        except _ReplayOver as over:
+            return self._stop(str(over))
+        except Exception as error:  # a strategy's failure is shown, never raised into the UI loop
+            return self._stop(f"the strategy raised {type(error).__name__}: {error}")
+        moved = self._play(key) if isinstance(key, str) else self._reject(key)
+        self._idle_moves = 0 if moved else self._idle_moves + 1
+        if self._idle_moves >= self.sandbox_config.stall_moves and self.game.state() == "ongoing":
+            return self._stop(f"stalled: {self._idle_moves} moves in a row changed nothing")
+        if self.game.state() != "ongoing":
+            self.player.playing = False
+            return False
+        return True
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _play(self, key: str) -> bool:
+        """Play one key on the game and show it."""
         if self.game.state() != "ongoing":
             self.last_message = f"the game is over ({self.game.state()}): start a new game"
             self._render()
@@ -145,53 +211,25 @@ class BoardWidget(widgets.VBox):
         self._render()
         return moved
 
-    def new_game(self, seed: int | None = None) -> None:
-        """Start a new game (seeded, so the same seed gives the same game); stops the player."""
+    def _next_replayed_key(self) -> object:
+        """The sandboxed strategy's next key; the sandbox plays it from here when there is no replay."""
+        if self._replay is None:
+            recorder = _KeyRecorder.following(self.game)
+            self._replay_result = execute_strategy(self.strategy, recorder, config=self.sandbox_config)
+            self._replay = deque(recorder.keys)
+        if not self._replay:
+            result = self._replay_result
+            raise _ReplayOver(
+                f"the sandbox ended the game: {result.state}" + (f" ({result.error})" if result.error else "")
+            )
+        return self._replay.popleft()
+
+    def _stop(self, message: str) -> bool:
+        """Show why watching stopped and stop the player; returns False (no move)."""
+        self.last_message = message
         self.player.playing = False
-        self.game = self._new_game(seed)
-        self._idle_moves = 0
-        if seed is not None:
-            self.seed_box.value = seed
-        self.last_message = "new game" + (f" (seed {seed})" if seed is not None else "")
         self._render()
-
-    def watch(self, strategy: Strategy, name: str | None = None) -> None:
-        """Choose the strategy that the player (or `step()`) moves with."""
-        self._idle_moves = 0
-        self.strategy = strategy
-        self.strategy_name = name or _name_of(strategy)
-        self._render()
-
-    def step(self) -> bool:
-        """One move of the watched strategy; False when there is none, it failed, or the game is over.
-
-        As in training, `SandboxConfig.stall_moves` moves in a row that change nothing stop the watch.
-        """
-        if self.strategy is None:
-            self.last_message = "no strategy to watch: call watch(strategy) first"
-            self._render()
-            return False
-        if self.game.state() != "ongoing":
-            return False
-        try:
-            key = self.strategy(self.game.board())
-        except Exception as error:  # a strategy's failure is shown, never raised into the UI loop
-            self.last_message = f"the strategy raised {type(error).__name__}: {error}"
-            self.player.playing = False
-            self._render()
-            return False
-        moved = self.press(key) if isinstance(key, str) else self._reject(key)
-        self._idle_moves = 0 if moved else self._idle_moves + 1
-        if self._idle_moves >= STALL_MOVES and self.game.state() == "ongoing":
-            self.last_message = f"stalled: {self._idle_moves} moves in a row changed nothing"
-            self._render()
-            self.player.playing = False
-            return False
-        if self.game.state() != "ongoing":
-            self.player.playing = False
-        return moved
-
-    # --- plumbing ---------------------------------------------------------------------------------
+        return False
 
     def _new_game(self, seed: int | None) -> GameBoard:
         return GameBoard(
@@ -239,5 +277,36 @@ class BoardWidget(widgets.VBox):
         self.strategy_label.value = f'<span style="font:12px sans-serif">strategy: {watched}</span>'
 
 
-def _name_of(strategy: Strategy | None) -> str:
+class _ReplayOver(Exception):
+    """The sandboxed strategy's recorded keys are used up: the sandbox ended its game here."""
+
+
+class _KeyRecorder(GameBoard):
+    """A copy of a game that records each key played on it.
+
+    The sandbox's worker receives a plain `GameBoard` (see `__reduce_ex__`); the worker's logged keys
+    are replayed on this object in the kernel's process, which is where they are recorded.
+    """
+
+    keys: list[object]
+
+    @classmethod
+    def following(cls, game: GameBoard) -> _KeyRecorder:
+        """A recorder in the same position as `game`, with the same random state."""
+        recorder = cls.__new__(cls)
+        recorder.__dict__.update(game.copy().__dict__)
+        recorder.keys = []
+        return recorder
+
+    def do_action(self, key: object) -> bool:
+        self.keys.append(key)
+        return super().do_action(key)
+
+    def __reduce_ex__(self, protocol: int) -> tuple[object, tuple[GameBoard]]:
+        return GameBoard.copy, (GameBoard.copy(self),)
+
+
+def _name_of(strategy: Strategy | str | None) -> str:
+    if isinstance(strategy, str):
+        return "generated code (sandboxed)"
     return getattr(strategy, "__name__", type(strategy).__name__) if strategy else ""

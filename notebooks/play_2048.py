@@ -71,3 +71,23 @@ board.watch(BASELINES["greedy"](board.game.keymap, 1), name="greedy (one move ah
 for _ in range(10):
     board.step()
 board.game.moves, board.game.score(), board.last_message
+
+# %% [markdown]
+# ## Watch generated code
+# Code a model wrote is untrusted, so it never runs in this kernel: give the board its source and the
+# sandbox plays the game to the end under the training limits, then ▶ replays that game one move per
+# tick. Code the sandbox refuses or stops (a forbidden import, a timeout) shows why instead of moving.
+# This one is written for the original key map (é/u/a/i).
+
+# %%
+generated = """
+def strategy(board):
+    import random
+    # keep the big tiles low: mostly down, left and right; up only now and then
+    return random.choice(["u", "u", "a", "i", "u", "a", "i", "é"])
+"""
+board.new_game(seed=2)
+board.watch(generated, name="generated: mostly down")
+for _ in range(10):
+    board.step()
+board.game.moves, board.game.score(), board.last_message

@@ -3,8 +3,9 @@
 The test starts JupyterLab headless on 127.0.0.1 with a token, in a temporary folder holding a copy of
 the notebook (so nothing is ever saved into the repository), drives Debian's `/usr/bin/chromium` with
 Playwright (its own browser download is not used), runs all cells, reads the board from the page,
-clicks a button whose move changes it, types a key into the *Keys* box, and checks both moves against
-the game's own slide rule. The screenshot goes to `outputs/browser/play_2048.png`.
+clicks a button whose move changes it, types a key into the *Keys* box, checks both moves against
+the game's own slide rule, then presses ▶ and waits for the watched strategy to play on its own.
+The screenshot goes to `outputs/browser/play_2048.png`.
 
 Needs: `apt-get install -y chromium` and `pip install playwright` (no `playwright install`).
 """
@@ -149,10 +150,19 @@ def _moves(page) -> int:
     return int(text.split("moves")[1].split("·")[0])
 
 
-def _changing_direction(board: list[list[int]], skip: str | None = None) -> str:
+def _wait_for_moves(page, count: int) -> None:
+    """Wait until the board's status line shows at least `count` moves."""
+    page.wait_for_function(
+        "count => { const m = document.body.innerText.match(/moves (\\d+)/); return m && Number(m[1]) >= count; }",
+        arg=count,
+        polling=100,
+    )
+
+
+def _changing_direction(board: list[list[int]]) -> str:
     """A direction whose slide changes this board."""
     for direction in DIRECTIONS:
-        if direction != skip and slide(board, direction)[2]:
+        if slide(board, direction)[2]:
             return direction
     raise AssertionError(f"no move changes the board {board}")
 
@@ -169,7 +179,7 @@ def _assert_moved(before: list[list[int]], after: list[list[int]], direction: st
     assert len(differences) == 1 and differences[0][0] == 0 and differences[0][1] in (2, 4), (before, after)
 
 
-def test_click_and_keys_move_the_board_in_chromium(jupyterlab: str) -> None:
+def test_a_click_a_typed_key_and_play_move_the_board_in_chromium(jupyterlab: str) -> None:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # a missing driver is a broken set-up, not a reason to skip
@@ -199,18 +209,18 @@ def test_click_and_keys_move_the_board_in_chromium(jupyterlab: str) -> None:
 
             direction = _changing_direction(board)
             page.locator("button.widget-button", has_text=f"{keys[direction]} {ARROWS[direction]}").click()
-            page.wait_for_function(
-                f"() => document.body.innerText.includes('moves {moves + 1}')", polling=100
-            )
+            _wait_for_moves(page, moves + 1)
             clicked = _read_board(page)
             _assert_moved(board, clicked, direction)
 
             typed_direction = _changing_direction(clicked)
             page.locator(".widget-text input").first.type(keys[typed_direction])
-            page.wait_for_function(
-                f"() => document.body.innerText.includes('moves {moves + 2}')", polling=100
-            )
+            _wait_for_moves(page, moves + 2)
             _assert_moved(clicked, _read_board(page), typed_direction)
+
+            # ▶ makes the watched strategy play: the browser's timer ticks, the kernel moves.
+            page.locator(".widget-play button").first.click()
+            _wait_for_moves(page, moves + 2 + 5)
 
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.locator(".jp-OutputArea-output", has=page.locator(".widget-html-content table")).screenshot(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 
 import pytest
 
-from helpers.config import GameConfig
+from helpers.config import GameConfig, SandboxConfig
 from helpers.game import GameBoard, render_html
-from helpers.widgets import STALL_MOVES, BoardWidget
+from helpers.sandbox import execute_strategy
+from helpers.widgets import BoardWidget
 
 
 def _reference(seed: int, size: int = 6) -> GameBoard:
@@ -187,8 +189,9 @@ def test_a_strategy_that_changes_nothing_is_stopped_as_stalled():
     while board.player.playing and ticks < 100:
         board.player.value += 1
         ticks += 1
-    assert ticks == STALL_MOVES
-    assert f"stalled: {STALL_MOVES} moves in a row changed nothing" in board.status.value
+    stall_moves = SandboxConfig().stall_moves
+    assert ticks == stall_moves
+    assert f"stalled: {stall_moves} moves in a row changed nothing" in board.status.value
     assert board.game.state() == "ongoing"
 
 
@@ -197,3 +200,66 @@ def test_the_speed_slider_sets_the_player_interval():
     assert board.player.interval == 200
     board.speed.value = 20
     assert board.player.interval == 50
+
+
+RANDOM_SOURCE = "def strategy(board):\n    import random\n    return random.choice(['a', 'u', 'i', 'é'])"
+
+
+def _watch_to_the_end(board: BoardWidget) -> int:
+    steps = 0
+    while board.step():
+        steps += 1
+    return steps
+
+
+def test_generated_code_replays_exactly_the_game_the_sandbox_judged():
+    board = BoardWidget(seed=6)
+    board.press("a")
+    judged = board.game.copy()
+    result = execute_strategy(RANDOM_SOURCE, judged)
+    board.watch(RANDOM_SOURCE)
+    steps = _watch_to_the_end(board)
+    assert "generated code (sandboxed)" in board.strategy_label.value
+    assert result.state == "success" and board.game.state() == "success"
+    assert steps == result.steps - 1  # the winning move ends the watch
+    assert board.game.board() == judged.board()
+    assert board.game.score() == result.score
+
+
+def test_a_key_by_hand_sends_the_generated_code_back_to_the_sandbox():
+    board = BoardWidget(GameConfig(size=4, target=256), seed=2)
+    board.watch(RANDOM_SOURCE)
+    for _ in range(5):
+        board.step()
+    board.press("u")
+    judged = board.game.copy()
+    execute_strategy(RANDOM_SOURCE, judged)
+    _watch_to_the_end(board)
+    assert board.game.board() == judged.board()
+    assert board.game.moves == judged.moves
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("def strategy(board):\n    import os\n    return 'a'", "rejected (forbidden: line 2: import of os"),
+        ("def strategy(board):\n    while True:\n        pass", "timeout (a call to strategy ran over"),
+        ("def strategy(board):\n    return 1 / 0", "error ("),
+    ],
+)
+def test_generated_code_the_sandbox_stops_is_reported_without_a_move(source, shown):
+    board = BoardWidget(seed=1)
+    board.watch(source)
+    board.player.playing = True
+    assert board.step() is False
+    assert board.game.moves == 0
+    assert board.player.playing is False
+    assert f"the sandbox ended the game: {shown}" in html.unescape(board.status.value)
+
+
+def test_generated_code_that_changes_nothing_stalls_like_in_training():
+    board = BoardWidget(seed=1)
+    board.game = GameBoard.from_rows([[2, 0, 0], [4, 0, 0], [0, 0, 0]])
+    board.watch("def strategy(board):\n    return 'a'")
+    assert _watch_to_the_end(board) == SandboxConfig().stall_moves - 1
+    assert "stalled" in board.status.value
