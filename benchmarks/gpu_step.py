@@ -226,8 +226,9 @@ class PhaseTimer:
         return phases
 
 
-def timing_callback(result: ConfigResult, timer: PhaseTimer, deadline: float) -> Any:
-    """A TrainerCallback that records each optimiser step into `result` and stops at `deadline`."""
+def timing_callback(result: ConfigResult, timer: PhaseTimer, deadline: float, journal: Path) -> Any:
+    """A TrainerCallback that records each optimiser step into `result` and `journal` (one JSON line
+    each, so a killed run keeps its steps) and stops training once `deadline` has passed."""
     from transformers import TrainerCallback
 
     class StepRecorder(TrainerCallback):
@@ -259,6 +260,11 @@ def timing_callback(result: ConfigResult, timer: PhaseTimer, deadline: float) ->
                 f"reward {s.reward:.3f}, scoring {s.scoring:.2f}, optimisation {s.optimisation:.2f})",
                 flush=True,
             )
+            with journal.open("a") as lines:
+                lines.write(
+                    json.dumps({"config": result.config.name, **asdict(s), "optimisation": s.optimisation})
+                    + "\n"
+                )
             if time.monotonic() > deadline:
                 result.error = "stopped at the deadline"
                 control.should_training_stop = True
@@ -271,11 +277,16 @@ def timing_callback(result: ConfigResult, timer: PhaseTimer, deadline: float) ->
 
 
 @contextlib.contextmanager
+class DeadlineReached(BaseException):
+    """Raised by `alarm`; a BaseException so that no library's `except Exception` fallback swallows it."""
+
+
+@contextlib.contextmanager
 def alarm(seconds: int) -> Iterator[None]:
-    """Raise TimeoutError in this thread after `seconds` (stops a configuration stuck compiling)."""
+    """Raise DeadlineReached in this thread after `seconds` (stops a configuration stuck compiling)."""
 
     def expire(signum, frame):
-        raise TimeoutError(f"over its {seconds} s")
+        raise DeadlineReached(f"over its {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(max(1, seconds))
@@ -545,7 +556,7 @@ def run_config(
         reward_funcs=rewards,
         args=args,
         train_dataset=dataset,
-        callbacks=[timing_callback(result, timer, deadline)],
+        callbacks=[timing_callback(result, timer, deadline, out_dir / "steps.jsonl")],
     )
     for attribute, phase in [
         ("_generate", "generation"),
@@ -558,7 +569,7 @@ def run_config(
     try:
         with alarm(int(deadline - time.monotonic())):
             trainer.train()
-    except Exception as error:  # keep the steps timed so far, and the other configurations
+    except (Exception, DeadlineReached) as error:  # keep the steps timed so far, and the other configurations
         result.error = f"{type(error).__name__}: {str(error)[:300]}"
         traceback.print_exc()
         print(f"  [{config.name}] stopped: {result.error}", flush=True)
@@ -569,6 +580,68 @@ def run_config(
     if cuda:
         torch.cuda.empty_cache()
     return result
+
+
+def generation_sweep(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    batches: list[int],
+    tokens: int,
+    deadline: float,
+) -> list[dict[str, Any]]:
+    """Time `model.generate` alone at each batch size: `tokens` new tokens per sequence, sampled.
+
+    Each batch size first generates 8 tokens untimed (warm-up), then `tokens` timed. This isolates
+    how generation, the larger part of a step, scales with the number of completions generated at once.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, reasoning_effort="low", return_tensors="pt", return_dict=True
+    )
+    prompt = encoded["input_ids"].to(device)
+    if hasattr(model, "for_inference"):
+        model.for_inference()
+    rows = []
+    for batch in batches:
+        if time.monotonic() > deadline:
+            break
+        inputs = {
+            "input_ids": prompt.repeat(batch, 1),
+            "attention_mask": torch.ones_like(prompt).repeat(batch, 1),
+        }
+        sample = {"do_sample": True, "temperature": 1.0, "pad_token_id": tokenizer.pad_token_id}
+        try:
+            with torch.no_grad(), alarm(int(deadline - time.monotonic())):
+                model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, **sample)
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                start = time.perf_counter()
+                output = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **sample)
+                if cuda:
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+        except (Exception, DeadlineReached) as error:
+            rows.append({"batch": batch, "error": f"{type(error).__name__}: {str(error)[:200]}"})
+            break
+        rows.append(
+            {
+                "batch": batch,
+                "tokens": output.shape[1] - prompt.shape[1],
+                "seconds": round(seconds, 2),
+                "ms_per_token": round(1000 * seconds / tokens, 1),
+                "completions_per_s": round(batch / seconds, 3),
+                "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if cuda else 0.0,
+            }
+        )
+        print(f"generation sweep: {json.dumps(rows[-1])}", flush=True)
+    if hasattr(model, "for_training"):
+        model.for_training()
+    return rows
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
@@ -610,6 +683,9 @@ def main() -> None:
     parser.add_argument(
         "--reward-probe", action="store_true", help="also time the rewards on real strategies"
     )
+    parser.add_argument(
+        "--generation-sweep", default="", help="batch sizes to time generate() alone at, e.g. 8,64"
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (checks this script)")
     parser.add_argument(
         "--backend", choices=["unsloth", "transformers"], default="unsloth", help="model loader"
@@ -619,7 +695,7 @@ def main() -> None:
     deadline = time.monotonic() + args.deadline_s
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs = [CONFIGS[name] for name in args.configs.split(",")]
+    configs = [CONFIGS[name] for name in args.configs.split(",") if name]
     if args.steps is not None:
         configs = [replace(c, steps=args.steps) for c in configs]
 
@@ -658,6 +734,11 @@ def main() -> None:
         "rewards": reward_source,
         "results": [],
     }
+    if args.generation_sweep:
+        batches = [int(b) for b in args.generation_sweep.split(",")]
+        tokens = configs[0].max_completion_length if configs else 200
+        report["generation_sweep"] = generation_sweep(model, tokenizer, messages, batches, tokens, deadline)
+        (out_dir / "results.json").write_text(json.dumps(report, indent=2))
     summaries = []
     for config in configs:
         if time.monotonic() > deadline - 30:
