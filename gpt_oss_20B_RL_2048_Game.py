@@ -296,6 +296,19 @@ print(after[0].text[:600])
 pd.DataFrame(compare_rows(evaluate_generated(after, "after") + baselines))
 
 # %% [markdown]
+# Watch the trained model's first strategy play on the board (press ▶): the sandbox plays
+# it, the board replays that game move by move.
+
+# %% tags=["gpu", "nbval-skip"]
+trained = next((strategy.source for strategy in after if strategy.source), None)
+if trained is None:
+    print("no completion held a strategy to watch yet")
+else:
+    board.new_game(seed=config.rewards.seed)
+    board.watch(trained, name="after training")
+    display(board)
+
+# %% [markdown]
 # ## Export
 # Save the trained model three ways: the LoRA adapter, merged 16-bit weights, and MXFP4 (gpt-oss's
 # release format). Each export is loaded back and checked: on a fixed prompt it must change the

@@ -90,6 +90,33 @@ def strategy(board):
 }
 
 # %% [markdown]
+# ## Strategies from a run
+# The latest checkpoint of this machine's run (`outputs/<profile>`; an untrained model when there is
+# none) writes a few strategies, which join the pasted ones. This loads the model, so it is tagged
+# `gpu`; with the `cpu-tiny` profile it runs on a CPU against the tiny random model.
+
+# %% tags=["gpu", "nbval-skip"]
+import os
+from pathlib import Path
+
+from helpers.config import make_config
+from helpers.model import load_model
+from helpers.training import generate_strategies, latest_checkpoint, start_reward_pool
+
+os.chdir(
+    Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+)  # the config's paths start there
+run_config = make_config()
+checkpoint = latest_checkpoint(run_config.training.output_dir)
+start_reward_pool(run_config)
+model, tokenizer = load_model(run_config, adapter=checkpoint)
+generated = generate_strategies(model, tokenizer, run_config, n=4)
+strategies |= {f"model #{i}": g.source for i, g in enumerate(generated, start=1) if g.source}
+print(
+    f"{checkpoint or 'untrained model'}: {sum(g.source is not None for g in generated)} of 4 held a strategy"
+)
+
+# %% [markdown]
 # ## Compare with the baselines
 # Every strategy plays the same seeded games; pasted ones run in the sandbox.
 
