@@ -65,8 +65,10 @@ print(f"profile: {profile} ({reason})")
 #   advantage signal; each one costs a generation and a game per step.
 # - `max_completion_length`: tokens per completion. Too short cuts strategies off mid-function
 #   (`completions/clipped_ratio` in the metrics); longer is slower.
-# - `lora_rank` / `lora_alpha`: adapter size. r=4 trains about 0.02% of the weights.
-# - `load_in_4bit`: 4-bit base weights fit gpt-oss-20b in about 14 GB; 16-bit is faster on an H100.
+# - `lora_rank` / `lora_alpha`: adapter size and scale (r=4, alpha 8 in the original). A higher rank
+#   can learn more, with more memory and a larger adapter file.
+# - `load_in_4bit`: 4-bit base weights take about a quarter of the memory of 16-bit ones; the `h100`
+#   profile loads 16-bit weights, which large-memory GPUs can afford.
 # - `learning_rate`: 5e-5 with linear decay in the original; higher learns faster and less stably.
 # - `game={"size": 6, "target": 2048, "keymap": "bepo"}`: the game; the prompt follows it.
 # - `rewards={"graded": True}`: add the graded reward (score against random play; see *Baselines*).
