@@ -14,8 +14,9 @@ Watching does not block the kernel: the `Play` widget ticks in the browser, and 
 kernel for one move, so cells keep running and the pause button answers at once. A strategy is
 either a trusted callable `strategy(board) -> key` (a baseline, your own code), called in the kernel
 once per tick, or generated source code, which never runs in the kernel: the sandbox plays it from
-the current position to the end (`helpers.sandbox.execute_strategy`, with all its limits, in a few
-milliseconds), the keys it played are recorded, and each tick replays one of them. The game is
+the current position to the end (`helpers.sandbox.execute_strategy` with all its limits: a few
+milliseconds for a typical strategy, `game_timeout` at most), the keys it played are recorded, and
+each tick replays one of them. The game is
 seeded, so the replay shows exactly the game the sandbox judged. A key pressed by hand leaves the
 strategy's path; the next tick asks the sandbox again from the new position.
 
@@ -163,9 +164,8 @@ class BoardWidget(widgets.VBox):
     def step(self) -> bool:
         """Play the watched strategy's next move; False once it cannot go on (the reason is shown).
 
-        It stops when there is no strategy, it raised or was ended by the sandbox, or the game is over.
-
-        As in training, `SandboxConfig.stall_moves` moves in a row that change nothing stop the watch.
+        It stops when there is no strategy, it raised or was ended by the sandbox, the game is over,
+        or, as in training, `SandboxConfig.stall_moves` moves in a row changed nothing.
         """
         if self.strategy is None:
             self.last_message = "no strategy to watch: call watch(strategy) first"
