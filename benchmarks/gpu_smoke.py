@@ -104,6 +104,7 @@ def run_mode(mode: str, out: Path) -> dict[str, Any]:
         max_steps=3,
         save_steps=3,
         dataset_size=64,
+        max_completion_length=64,  # a random model never stops: shorter completions, same code path
     )
     loaded = stages.run("load_model (Unsloth + LoRA)", load_model, config)
     if loaded is None:
@@ -264,7 +265,7 @@ def main() -> int:
         (out / f"gpu_smoke-{args.mode}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0
     records = []
-    for mode in MODES:
+    for mode in args.modes.split(","):
         child = subprocess.run([sys.executable, __file__, "--out", str(out), "--mode", mode], check=False)
         path = out / f"gpu_smoke-{mode}.json"
         if path.is_file():

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, on_cuda
+from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model, on_cuda
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -308,11 +308,9 @@ def _load_export(fmt: str, path: Path, training: TrainingConfig, like: Any) -> t
     on_gpu = on_cuda(like)
     compute = torch.bfloat16 if on_gpu else torch.float32
     placement = {"device_map": "auto"} if on_gpu else {}
-    if fmt == "lora":
-        from peft import PeftModel
-
-        reloaded = PeftModel.from_pretrained(load_base_model(training.model_name, like), str(path)).eval()
-        return reloaded, None  # the base is the same model with its adapter disabled
+    if fmt == "lora":  # loaded the way training loads it (Unsloth's per-expert LoRA layout needs Unsloth)
+        reloaded, _ = load_model(training, adapter=path)
+        return reloaded.eval(), None  # the base is the same model with its adapter disabled
     if fmt == "mxfp4":
         from transformers import Mxfp4Config
 

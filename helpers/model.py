@@ -302,7 +302,14 @@ def on_cuda(model: Any) -> bool:
 
 
 def input_device(model: Any) -> Any:
-    """The device token ids go to: the input embedding's."""
+    """The device token ids go to: the GPU whenever the model has weights there.
+
+    Even with the embedding offloaded to the CPU: Unsloth's `offload_embedding` looks the ids up on
+    the CPU and sends the result back, while the rest of the forward expects them on the GPU.
+    """
+    for parameter in model.parameters():
+        if parameter.device.type == "cuda":
+            return parameter.device
     return model.get_input_embeddings().weight.device
 
 
