@@ -8,16 +8,20 @@ in a pool of persistent worker processes (`play_batch` for many sources and seed
 Execution model. Each worker is a fresh interpreter started with `subprocess` (`python -I -S -c`), not
 `multiprocessing`: it never imports the caller's `__main__`, so the pool works from a notebook kernel,
 from a script without a main guard and from `python -` reading stdin, and it inherits nothing from a
-parent that has already initialised CUDA. The worker plays the whole game itself (a round trip to the
-parent per move would cost more than the strategies do) and logs every key it plays into a page of
-memory shared with the parent. The verdict is the parent's: it replays the logged keys on its own copy
-of the seeded game, so even a strategy that broke every wall inside the worker could only choose moves,
-never declare a win, and a strategy only ever sees a fresh copy of the board. The parent enforces the
-time limits from outside: the worker writes the start time of each `strategy(board)` call into the
-shared page, and the parent kills the worker (SIGKILL to its process group) when a call runs over
-`call_timeout` (0.5 s) or the game over `game_timeout` (5 s). A kill cannot be caught and stops C-level
-loops such as `sum(range(10**12))`; a killed worker is replaced at once. A run of `stall_moves` moves
-that change nothing ends the game as `stalled` without waiting for a timeout.
+parent that has already initialised CUDA. The worker receives a plain `GameBoard` copy of the game,
+plays the whole game itself (a round trip to the parent per move would cost more than the strategies
+do) and logs every key it plays into a page of memory shared with the parent. The verdict is the
+parent's: it replays the logged keys on the caller's game, so even a strategy that broke every wall
+inside the worker could only choose moves, never declare a win, and a strategy only ever sees a fresh
+copy of the board. The replayed keys come back in `GameResult.keys`, to show the game move by move.
+A game that cannot be sent (not a `GameBoard`, or one that does not pickle) raises before any worker
+sees it, and a batch ended by an exception replaces the workers it left busy, so the pool stays
+usable. The parent enforces the time limits from outside: the worker writes the start time of each
+`strategy(board)` call into the shared page, and the parent kills the worker (SIGKILL to its process
+group) when a call runs over `call_timeout` (0.5 s) or the game over `game_timeout` (5 s). A kill
+cannot be caught and stops C-level loops such as `sum(range(10**12))`; a killed worker is replaced at
+once. A run of `stall_moves` moves that change nothing ends the game as `stalled` without waiting for
+a timeout.
 
 The walls, in the order code meets them:
 1. Static checks (`check_source`): exactly one top-level `def strategy(board)` and nothing else but a
@@ -409,6 +413,12 @@ class GameResult:
     """A short reason when the game did not simply end by the rules, or why it failed."""
     output: str = ""
     """What the strategy printed, cut at `SandboxConfig.max_output_chars`."""
+    keys: tuple[str, ...] = ()
+    """The keys the parent replayed on its game, in order (stripped; "" for an answer that is no string).
+
+    Replaying them on a copy of the starting game gives the final game; `len(keys) == steps`, except
+    that rejected code and a game of more than `MAX_RECORDED_KEYS` keys keep none.
+    """
 
 
 @dataclass
@@ -421,6 +431,9 @@ class _Job:
 
 
 _WORKER_BOOT = "import sys; sys.path.insert(0, {root!r}); from helpers._sandbox_worker import main; main()"
+MAX_RECORDED_KEYS = 100_000
+"""A game that played more keys keeps none in `GameResult.keys` (a 6x6 game to 2048 takes a few
+thousand; only long runs of no-op moves go further), so a result holds at most 800 KB of keys."""
 MAX_RESULT_BYTES = 1 << 20
 """A worker sending a larger message is killed: it is not the worker the parent started."""
 STARTUP_TIMEOUT = 30.0
@@ -474,21 +487,11 @@ class _Worker:
     def call_started(self) -> float:
         return struct.unpack_from("<d", self.page, worker.CALL_START)[0]
 
-    def send(self, job: _Job) -> None:
+    def send(self, message: bytes) -> None:
+        """Clear the shared page and write a message made by `_job_message`."""
         struct.pack_into("<dI", self.page, worker.CALL_START, 0.0, 0)
         self.page[worker.EVENT : worker.EVENT + worker.EVENT_BYTES] = bytes(worker.EVENT_BYTES)
-        limits = job.limits
-        message = {
-            "source": job.source,
-            "game": job.game,
-            "stall_moves": limits.stall_moves,
-            "max_output_chars": limits.max_output_chars,
-            "allowed_imports": tuple(limits.allowed_imports),
-            "strategy_seed": job.strategy_seed,
-            "game_timeout": limits.game_timeout,
-        }
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        data = struct.pack("<I", len(data)) + data
+        data = memoryview(message)
         while data:
             data = data[os.write(self.job_fd, data) :]
 
@@ -522,6 +525,7 @@ class _Worker:
             worker.LOG_START : worker.LOG_START + min(length, worker.SHM_BYTES - worker.LOG_START)
         ]
         keys: list[str | None] = []
+        decoded: dict[bytes, str] = {}  # one string object per distinct key, shared by the whole log
         position = 0
         while position < len(data):
             size = data[position]
@@ -529,7 +533,11 @@ class _Worker:
             if size == worker.NOT_A_KEY:
                 keys.append(None)
                 continue
-            keys.append(data[position : position + size].decode("utf-8", "replace"))
+            raw = data[position : position + size]
+            key = decoded.get(raw)
+            if key is None:
+                key = decoded[raw] = raw.decode("utf-8", "replace")
+            keys.append(key)
             position += size
         return keys
 
@@ -548,6 +556,38 @@ class _Worker:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.page.close()
+
+
+def _job_message(job: _Job) -> bytes:
+    """The length-prefixed pickle a worker receives for a job, made before any worker is involved.
+
+    Raises TypeError for a game that is not a `GameBoard` or does not pickle, ValueError for a message
+    larger than the worker accepts. The worker gets a plain `GameBoard` copy of the game (a subclass's
+    methods act only in the parent's replay), so a game whose class the worker cannot import (defined
+    in a function or in `__main__`) plays like its base class.
+    """
+    if not isinstance(job.game, GameBoard):
+        raise TypeError(f"the game must be a GameBoard, not {type(job.game).__name__}")
+    limits = job.limits
+    message = {
+        "source": job.source,
+        "game": GameBoard.copy(job.game),
+        "stall_moves": limits.stall_moves,
+        "max_output_chars": limits.max_output_chars,
+        "allowed_imports": tuple(limits.allowed_imports),
+        "strategy_seed": job.strategy_seed,
+        "game_timeout": limits.game_timeout,
+    }
+    try:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - pickling reports with many types; the caller gets one
+        raise TypeError(f"this game cannot be sent to a sandbox worker: {type(exc).__name__}: {exc}") from exc
+    if len(data) > worker.MAX_MESSAGE_BYTES:
+        raise ValueError(
+            f"this game is {len(data)} bytes pickled, more than a sandbox worker accepts"
+            f" ({worker.MAX_MESSAGE_BYTES})"
+        )
+    return struct.pack("<I", len(data)) + data
 
 
 def _death_reason(status: int, event: str) -> tuple[str, str]:
@@ -569,11 +609,12 @@ def _judge(
     """Replay the logged keys on the parent's game and decide how the game ended."""
     game = job.game
     first_move = game.moves
-    idle, stalled, last_key = 0, False, None
+    idle, stalled, last_key, replayed = 0, False, None, 0
     for key in keys:
         if game.state() != "ongoing":
             break
         last_key = key
+        replayed += 1
         if game.do_action(key):
             idle = 0
             continue
@@ -593,7 +634,10 @@ def _judge(
         state, error = "error", "the worker's game and the replay disagree"
     elif state == "failed" and (last_key is None or last_key.strip().lower() not in game.keymap):
         error = "returned something that is not a key" if last_key is None else f"invalid key {last_key!r}"
-    return GameResult(state, game.moves - first_move, game.score(), game.max_tile(), error, output)
+    recorded = (
+        tuple("" if key is None else key for key in keys[:replayed]) if replayed <= MAX_RECORDED_KEYS else ()
+    )
+    return GameResult(state, game.moves - first_move, game.score(), game.max_tile(), error, output, recorded)
 
 
 def _cpu_count() -> int:
@@ -623,11 +667,18 @@ class WorkerPool:
         return [w.process.pid for w in self.workers]
 
     def run(self, jobs: Sequence[_Job]) -> list[GameResult]:
-        """Play every job (in parallel over the workers); results in the jobs' order."""
+        """Play every job (in parallel over the workers); results in the jobs' order.
+
+        A job that cannot be sent (see `_job_message`) raises before any is played. Whatever ends a
+        batch early (an exception, a KeyboardInterrupt), the workers still busy with it are replaced,
+        so the next call finds every worker idle.
+        """
+        jobs = list(jobs)
+        messages = [_job_message(job) for job in jobs]
         with self.lock:
             if not self.workers:
                 raise RuntimeError("this worker pool is closed; get_pool() starts a new one")
-            return _Batch(self, list(jobs)).run()
+            return _Batch(self, jobs, messages).run()
 
     def replace(self, old: _Worker) -> _Worker:
         old.kill()
@@ -655,9 +706,10 @@ class WorkerPool:
 class _Batch:
     """One `WorkerPool.run`: dispatch jobs to idle workers, collect results, enforce the limits."""
 
-    def __init__(self, pool: WorkerPool, jobs: list[_Job]) -> None:
+    def __init__(self, pool: WorkerPool, jobs: list[_Job], messages: list[bytes]) -> None:
         self.pool = pool
         self.jobs = jobs
+        self.messages = messages
         self.results: list[GameResult | None] = [None] * len(jobs)
         self.pending = deque(range(len(jobs)))
         self.selector = selectors.DefaultSelector()
@@ -675,13 +727,21 @@ class _Batch:
                 self._enforce_limits()
         finally:
             self.selector.close()
+            self._abandon()
         assert all(result is not None for result in self.results)
         return self.results
+
+    def _abandon(self) -> None:
+        """Replace the workers still playing a job of this batch (it ended early: nobody will read them)."""
+        for w in list(self.pool.workers):
+            if w.job is not None:
+                w.job = None
+                self.pool.replace(w)
 
     def _dispatch(self, w: _Worker, index: int) -> None:
         w.job, w.started = index, time.monotonic()
         try:
-            w.send(self.jobs[index])
+            w.send(self.messages[index])
         except OSError:  # the worker died while idle: not the strategy's fault, so play it elsewhere
             w.job = None
             self.pending.appendleft(index)
@@ -825,15 +885,20 @@ def execute_strategy(
 
     Args:
         source: the code of a `def strategy(board)` (checked first; rejected code never runs).
-        game: the game to play, from its current position.
+        game: the game to play, from its current position (a `GameBoard`; a subclass's overrides act
+            only in the parent's replay, the worker plays a plain copy).
         timeout: seconds for the whole game (`SandboxConfig.game_timeout`, 5 s, when None).
         call_timeout: seconds for one call (`SandboxConfig.call_timeout`, 0.5 s, when None).
         config: every other limit (the default `SandboxConfig` when None).
 
     Returns:
-        A `GameResult`. Example:
-        >>> execute_strategy("def strategy(board):\\n    return 'x'", GameBoard(seed=0)).state
-        'failed'
+        A `GameResult`; its `keys` replayed on a copy of the starting game give the final `game`. Example:
+        >>> execute_strategy("def strategy(board):\\n    return 'x'", GameBoard(seed=0)).keys
+        ('x',)
+
+    Raises:
+        TypeError: `game` is not a `GameBoard`, or cannot be pickled for the worker.
+        ValueError: `game` is larger than a worker accepts (a board of thousands of rows).
     """
     limits = config or SandboxConfig()
     limits = replace(

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import sandbox
 from helpers.config import GameConfig, SandboxConfig
 from helpers.game import GameBoard, from_config
 from helpers.sandbox import (
     STATES,
     GameResult,
+    _Batch,
+    _Worker,
     check_source,
     execute_strategy,
     extract_function,
@@ -273,6 +276,7 @@ def test_rejected_code_never_runs_and_leaves_the_game_alone():
     assert (result.state, result.steps) == ("rejected", 0)
     assert result.error.startswith("forbidden: line 1: import of os")
     assert game.board() == before and game.moves == 0
+    assert result.keys == ()
 
 
 def test_stall_limit_comes_from_the_config():
@@ -321,6 +325,125 @@ def test_warnings_from_the_strategy_do_not_end_its_game():
 def test_results_hold_only_known_states():
     results = play_batch([CODE, RANDOM_VALID, "x"], seeds=[0], sandbox_config=FAST)
     assert all(isinstance(r, GameResult) and r.state in STATES for row in results for r in row)
+
+
+# --- the keys a game played -------------------------------------------------------------------------
+
+TWENTY_MOVES_THEN_A_LOOP = textwrap.dedent(
+    """\
+    def strategy(board):
+        global calls
+        try:
+            calls += 1
+        except NameError:
+            calls = 1
+        while calls > 20:
+            pass
+        return "au"[calls % 2]
+    """
+)
+"""Plays 20 keys, then a call runs over the call limit."""
+
+
+@pytest.mark.parametrize(
+    ("source", "state"),
+    [
+        (RANDOM_VALID, "success"),
+        ("def strategy(board):\n    return 'é'\n", "stalled"),
+        (TWENTY_MOVES_THEN_A_LOOP, "timeout"),
+        ("def strategy(board):\n    return 'left'\n", "failed"),
+        ("def strategy(board):\n    return 3\n", "failed"),
+    ],
+)
+def test_replaying_the_recorded_keys_gives_the_game_the_sandbox_left(source, state):
+    game = GameBoard(seed=5)
+    replay = game.copy()
+    result = execute_strategy(source, game, config=FAST)
+    assert result.state == state
+    assert len(result.keys) == result.steps > 0
+    assert all(isinstance(key, str) for key in result.keys)
+    for key in result.keys:
+        replay.do_action(key)
+    assert (replay.board(), replay.score(), replay.state(), replay.moves) == (
+        game.board(),
+        game.score(),
+        game.state(),
+        game.moves,
+    )
+
+
+def test_the_keys_are_the_stripped_keys_and_a_non_key_is_empty():
+    stripped = execute_strategy("def strategy(board):\n    return ' A\\n'\n", GameBoard(seed=1), config=FAST)
+    assert set(stripped.keys) == {"A"}
+    assert execute_strategy("def strategy(board):\n    return None\n", GameBoard(seed=1)).keys == ("",)
+
+
+def test_a_game_longer_than_the_record_keeps_no_keys(monkeypatch):
+    monkeypatch.setattr(sandbox, "MAX_RECORDED_KEYS", 10)
+    result = execute_strategy(RANDOM_VALID, GameBoard(seed=5), config=FAST)
+    assert result.steps > 10 and result.keys == ()
+    short = execute_strategy("def strategy(board):\n    return 'left'\n", GameBoard(seed=5), config=FAST)
+    assert short.keys == ("left",)
+
+
+# --- games that cannot be sent ----------------------------------------------------------------------
+
+
+def _pool_is_idle_and_quick() -> None:
+    """No worker holds a job of an earlier call, and the next game plays at once, as usual."""
+    assert all(w.job is None for w in get_pool(FAST).workers)
+    start = time.perf_counter()
+    result = execute_strategy(CODE, GameBoard(seed=1), config=FAST)
+    assert (result.state, result.error) == ("stalled", "32 moves in a row changed nothing")
+    assert time.perf_counter() - start < FAST.game_timeout / 2
+
+
+def test_a_game_subclass_defined_in_a_function_plays_like_a_plain_game():
+    class LocalBoard(GameBoard):
+        """Cannot be pickled: its class is local to this function."""
+
+    game, reference = LocalBoard(seed=5), GameBoard(seed=5)
+    result = execute_strategy(RANDOM_VALID, game, config=FAST)
+    assert result == execute_strategy(RANDOM_VALID, reference, config=FAST)
+    assert game.board() == reference.board() and result.state == "success"
+    _pool_is_idle_and_quick()
+
+
+def test_a_game_that_cannot_be_sent_is_refused_with_a_clear_error():
+    class LocalFloat(float):
+        """Cannot be pickled: its class is local to this function."""
+
+    game = GameBoard(seed=5)
+    game.probability_fours = LocalFloat(0.1)
+    with pytest.raises(TypeError, match="cannot be sent to a sandbox worker"):
+        execute_strategy(CODE, game, config=FAST)
+    assert game.moves == 0
+    _pool_is_idle_and_quick()
+
+
+@pytest.mark.parametrize("game", ["a board", [[2, 0], [0, 2]], None])
+def test_a_game_that_is_not_a_game_board_is_refused(game):
+    with pytest.raises(TypeError, match="GameBoard"):
+        execute_strategy(CODE, game, config=FAST)
+    _pool_is_idle_and_quick()
+
+
+@pytest.mark.parametrize(("owner", "method"), [(_Worker, "send"), (_Batch, "_read")])
+def test_an_exception_during_a_batch_leaves_the_pool_healthy(monkeypatch, owner, method):
+    pool = get_pool(FAST)
+    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
+    before = set(pool.pids())
+    original = getattr(owner, method)
+
+    def interrupted(*args, **kwargs):
+        monkeypatch.setattr(owner, method, original)
+        raise KeyboardInterrupt  # as if the person stopped the notebook cell here
+
+    monkeypatch.setattr(owner, method, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        play_batch([RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
+    assert len(set(pool.pids()) - before) >= 1  # the worker that held the job was replaced
+    _pool_is_idle_and_quick()
 
 
 # --- limits -------------------------------------------------------------------------------------------
