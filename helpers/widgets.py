@@ -13,12 +13,13 @@ That works with the stock widgets in JupyterLab, Notebook 7 and VS Code; arrow k
 Watching does not block the kernel: the `Play` widget ticks in the browser, and each tick asks the
 kernel for one move, so cells keep running and the pause button answers at once. A strategy is
 either a trusted callable `strategy(board) -> key` (a baseline, your own code), called in the kernel
-once per tick, or generated source code, which never runs in the kernel: the sandbox plays it from
-the current position to the end (`helpers.sandbox.execute_strategy` with all its limits: a few
-milliseconds for a typical strategy, `game_timeout` at most), the keys it played are recorded, and
-each tick replays one of them. The game is
-seeded, so the replay shows exactly the game the sandbox judged. A key pressed by hand leaves the
-strategy's path; the next tick asks the sandbox again from the new position.
+once per tick, or generated source code, which never runs in the kernel: the sandbox plays it on a
+copy of the current position to the end (`helpers.sandbox.execute_strategy` with all its limits: a
+few milliseconds for a typical strategy, `game_timeout` at most), and each tick replays one of the
+keys it played (`GameResult.keys`). The copy carries the game's random state, so the replay shows
+exactly the game the sandbox judged, and the sandbox's verdict is shown where its keys run out. A key
+pressed by hand leaves the strategy's path; the next tick asks the sandbox again from the new
+position.
 
 Everything a person can do is also a method, so tests drive the board from Python:
 `board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`.
@@ -77,7 +78,7 @@ class BoardWidget(widgets.VBox):
         self.strategy_name = _name_of(strategy)
         self.last_message = "new game"
         self._idle_moves = 0
-        self._replay: deque[object] | None = None
+        self._replay: deque[str] | None = None
         self._replay_result: GameResult | None = None
 
         key_of = {direction: key for key, direction in self.game.keymap.items()}
@@ -183,7 +184,12 @@ class BoardWidget(widgets.VBox):
             return self._stop(str(over))
         except Exception as error:  # a strategy's failure is shown, never raised into the UI loop
             return self._stop(f"the strategy raised {type(error).__name__}: {error}")
-        moved = self._play(key) if isinstance(key, str) else self._reject(key)
+        if not isinstance(key, str):
+            moved = self._reject(key, f"the strategy returned {key!r}, not a key: game over")
+        elif isinstance(self.strategy, str) and key.strip().lower() not in self.game.keymap:
+            moved = self._reject(key, self._sandbox_verdict())  # the sandbox's game ended on it too
+        else:
+            moved = self._play(key)
         self._idle_moves = 0 if moved else self._idle_moves + 1
         if self._idle_moves >= self.sandbox_config.stall_moves and self.game.state() == "ongoing":
             return self._stop(f"stalled: {self._idle_moves} moves in a row changed nothing")
@@ -211,18 +217,24 @@ class BoardWidget(widgets.VBox):
         self._render()
         return moved
 
-    def _next_replayed_key(self) -> object:
-        """The sandboxed strategy's next key; the sandbox plays it from here when there is no replay."""
+    def _next_replayed_key(self) -> str:
+        """The sandboxed strategy's next key; the sandbox plays a copy from here when there is no replay."""
         if self._replay is None:
-            recorder = _KeyRecorder.following(self.game)
-            self._replay_result = execute_strategy(self.strategy, recorder, config=self.sandbox_config)
-            self._replay = deque(recorder.keys)
-        if not self._replay:
-            result = self._replay_result
-            raise _ReplayOver(
-                f"the sandbox ended the game: {result.state}" + (f" ({result.error})" if result.error else "")
+            self._replay_result = execute_strategy(
+                self.strategy, self.game.copy(), config=self.sandbox_config
             )
+            self._replay = deque(self._replay_result.keys)
+        if not self._replay:
+            raise _ReplayOver(self._sandbox_verdict())
         return self._replay.popleft()
+
+    def _sandbox_verdict(self) -> str:
+        """How the sandbox ended the game it played, to show where its keys run out."""
+        result = self._replay_result
+        ended = f"ended the game: {result.state}" + (f" ({result.error})" if result.error else "")
+        if result.steps and not result.keys:
+            return f"the sandbox played {result.steps} keys, too many to replay, and {ended}"
+        return f"the sandbox {ended}"
 
     def _stop(self, message: str) -> bool:
         """Show why watching stopped and stop the player; returns False (no move)."""
@@ -240,12 +252,10 @@ class BoardWidget(widgets.VBox):
             keymap=self._keymap_name,
         )
 
-    def _reject(self, key: object) -> bool:
-        """A non-string answer ends the game as failed, as it does in training."""
+    def _reject(self, key: object, message: str) -> bool:
+        """Play an answer that is no key of the board (the game ends as failed, as in training)."""
         self.game.do_action(key)
-        self.last_message = f"the strategy returned {key!r}, not a key: game over"
-        self._render()
-        return False
+        return self._stop(message)
 
     def _on_keys_typed(self, change: dict) -> None:
         typed = change["new"]
@@ -279,31 +289,6 @@ class BoardWidget(widgets.VBox):
 
 class _ReplayOver(Exception):
     """The sandboxed strategy's recorded keys are used up: the sandbox ended its game here."""
-
-
-class _KeyRecorder(GameBoard):
-    """A copy of a game that records each key played on it.
-
-    The sandbox's worker receives a plain `GameBoard` (see `__reduce_ex__`); the worker's logged keys
-    are replayed on this object in the kernel's process, which is where they are recorded.
-    """
-
-    keys: list[object]
-
-    @classmethod
-    def following(cls, game: GameBoard) -> _KeyRecorder:
-        """A recorder in the same position as `game`, with the same random state."""
-        recorder = cls.__new__(cls)
-        recorder.__dict__.update(game.copy().__dict__)
-        recorder.keys = []
-        return recorder
-
-    def do_action(self, key: object) -> bool:
-        self.keys.append(key)
-        return super().do_action(key)
-
-    def __reduce_ex__(self, protocol: int) -> tuple[object, tuple[GameBoard]]:
-        return GameBoard.copy, (GameBoard.copy(self),)
 
 
 def _name_of(strategy: Strategy | str | None) -> str:

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from helpers import sandbox
 from helpers.config import GameConfig, SandboxConfig
 from helpers.game import GameBoard, render_html
 from helpers.sandbox import execute_strategy
@@ -263,3 +264,26 @@ def test_generated_code_that_changes_nothing_stalls_like_in_training():
     board.watch("def strategy(board):\n    return 'a'")
     assert _watch_to_the_end(board) == SandboxConfig().stall_moves - 1
     assert "stalled" in board.status.value
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [("'left'", "failed (invalid key 'left')"), ("3", "failed (returned something that is not a key)")],
+)
+def test_generated_code_that_answers_no_key_ends_with_the_sandbox_reason(answer, shown):
+    board = BoardWidget(seed=1)
+    board.watch(f"def strategy(board):\n    return {answer}")
+    board.player.playing = True
+    assert board.step() is False
+    assert (board.game.state(), board.game.moves) == ("failed", 1)
+    assert board.player.playing is False
+    assert f"the sandbox ended the game: {shown}" in html.unescape(board.status.value)
+
+
+def test_a_sandboxed_game_too_long_to_record_is_reported_without_a_move(monkeypatch):
+    monkeypatch.setattr(sandbox, "MAX_RECORDED_KEYS", 5)
+    board = BoardWidget(seed=6)
+    board.watch(RANDOM_SOURCE)
+    assert board.step() is False
+    assert board.game.moves == 0
+    assert "keys, too many to replay, and ended the game: success" in board.status.value
