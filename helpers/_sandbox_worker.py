@@ -249,11 +249,20 @@ def _describe(exc: BaseException) -> str:
 
 
 def _as_key(move: object) -> str | None:
-    """The key a return value stands for, without running any of the strategy's methods."""
+    """The key a return value stands for, without running any of the strategy's methods.
+
+    None for a string too long to be a key, or one that is not valid UTF-8 (a lone surrogate).
+    """
     if not issubclass(type(move), str) or str.__len__(move) > 64 * MAX_KEY_CHARS:
         return None
     key = str.strip(str.__str__(move))
-    return key if len(key) <= MAX_KEY_CHARS else None
+    if len(key) > MAX_KEY_CHARS:
+        return None
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return None
+    return key
 
 
 def _log_key(position: int, key: str | None) -> int:

@@ -246,7 +246,7 @@ def test_an_invalid_key_fails_the_game_after_one_move():
     assert result.error == "invalid key 'left'"
 
 
-@pytest.mark.parametrize("value", ["None", "3", "['a']", "b'a'"])
+@pytest.mark.parametrize("value", ["None", "3", "['a']", "b'a'", "chr(0xD800)"])
 def test_a_non_string_return_fails_the_game(value):
     result = execute_strategy(f"def strategy(board):\n    return {value}\n", GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("failed", "returned something that is not a key")
