@@ -1,0 +1,17 @@
+"""House style: the whole tree passes ruff's lint and format checks (STYLE.md: "ruff for lint and format")."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUFF = Path(sys.executable).with_name("ruff")
+
+
+@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
+def test_ruff_is_clean(args):
+    assert RUFF.exists(), f"ruff is missing beside {sys.executable}: install the dev extras (./setup.sh)"
+    result = subprocess.run([str(RUFF), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
