@@ -14,10 +14,13 @@ the project's own task prompt through a word-level tokenizer, padded or cut to `
 Reward evaluation on random text costs nothing, so `--reward-probe` also times the project's reward
 functions on well-formed strategies (when `helpers.rewards` exists), one step's worth at once.
 
-All configurations of one call share one loaded model: a global `--deadline-s` stops a configuration
-early (with its steps so far kept) rather than losing the whole call at the device's time limit.
+All configurations of one call share one loaded model. Every step is appended to `steps.jsonl` as it
+ends, and `--deadline-s` stops training between steps (and tries, by SIGALRM, to interrupt a step in
+progress; a step stuck in compiled code can outlive it, so wrap the call in `timeout` too). The first
+step compiles for 4 to 8 minutes on a fresh H100 machine: budget one configuration per 10-minute call.
+`--generation-sweep` times `generate()` alone at several batch sizes before the configurations.
 
-    python benchmarks/gpu_step.py --configs b8-g8,b8-g16 --out $OUT            # GPU host
+    python benchmarks/gpu_step.py --checkpoint /dev/shm/gpt-oss-20b-random --configs b8-g64 --out $OUT
     python benchmarks/gpu_step.py --tiny --backend transformers --configs tiny --out /tmp/gpu-step  # CPU check
 """
 
@@ -98,6 +101,8 @@ CONFIGS = {
         StepConfig("b8-g32", 32, 8, 4),
         StepConfig("b16-g32", 32, 16, 2),
         StepConfig("b16-g64", 64, 16, 4),
+        StepConfig("b8-g64", 64, 8, 8),
+        StepConfig("b8-g128", 128, 8, 16),
         StepConfig("b16-g32-nogc", 32, 16, 2, gradient_checkpointing="false"),
         StepConfig("b16-g16-nogc", 16, 16, 1, gradient_checkpointing="false"),
         StepConfig("b16-g16-spg2", 16, 16, 1, steps_per_generation=2),
@@ -675,7 +680,7 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="/tmp/gpt-oss-20b-random", help="random checkpoint folder")
-    parser.add_argument("--configs", default="b8-g8", help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="b8-g64", help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--steps", type=int, default=None, help="steady-state steps per configuration")
     parser.add_argument("--load-in-4bit", action="store_true", help="load the base weights in 4-bit")
     parser.add_argument("--prompt-tokens", type=int, default=170, help="prompt length in tokens")
