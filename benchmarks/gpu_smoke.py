@@ -257,6 +257,7 @@ def main() -> int:
     parser.add_argument(
         "--mode", choices=sorted(MODES), help="run one mode in this process (default: each in a child)"
     )
+    parser.add_argument("--modes", default=",".join(MODES), help="modes the driver runs, comma-separated")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

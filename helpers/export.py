@@ -24,9 +24,12 @@ fails it. An untrained adapter (no change to compare) is reported as inconclusiv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model, on_cuda
+from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -300,40 +303,120 @@ def _round_experts_to_mxfp4(model: Any) -> None:
                 parameter.copy_(rounded.to(parameter.dtype))
 
 
-def _load_export(fmt: str, path: Path, training: TrainingConfig, like: Any) -> tuple[Any, Any]:
-    """(the export loaded back, the base it is compared with), loaded alike so that only the training differs."""
+def export_logits(fmt: str, path: Path, training: TrainingConfig, input_ids: Any) -> tuple[Any, Any]:
+    """Logits of the export loaded back, and of the base it is compared with, loaded alike.
+
+    LoRA goes through `load_model` (the training loader: Unsloth's per-expert adapter layout needs
+    Unsloth), its base is the same model with the adapter disabled. Merged and MXFP4 exports go
+    through plain transformers, as a user would load them, one model at a time, next to the base
+    loaded the same way (for MXFP4, with its experts rounded by the same packer).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    on_gpu = on_cuda(like)
-    compute = torch.bfloat16 if on_gpu else torch.float32
-    placement = {"device_map": "auto"} if on_gpu else {}
-    if fmt == "lora":  # loaded the way training loads it (Unsloth's per-expert LoRA layout needs Unsloth)
+    if fmt == "lora":
         reloaded, _ = load_model(training, adapter=path)
-        return reloaded.eval(), None  # the base is the same model with its adapter disabled
+        reloaded.eval()
+        ids = input_ids.to(input_device(reloaded))
+        exported = _logits(reloaded, ids)
+        with reloaded.disable_adapter():
+            return exported, _logits(reloaded, ids)
+    on_gpu = input_ids.device.type == "cuda"
+    compute = torch.bfloat16 if on_gpu else torch.float32
+    placement: dict[str, Any] = {"device_map": "auto"} if on_gpu else {}
     if fmt == "mxfp4":
         from transformers import Mxfp4Config
 
         placement["quantization_config"] = Mxfp4Config(dequantize=True)
-    export = (
-        AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, **placement).to(compute).eval()
-    )
-    base = AutoModelForCausalLM.from_pretrained(
-        training.model_name, dtype=torch.bfloat16, **({"device_map": "auto"} if on_gpu else {})
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, **placement)
+    exported = _logits(model.to(compute).eval(), input_ids)
+    del model
+    placement.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_pretrained(training.model_name, dtype=torch.bfloat16, **placement)
     if fmt == "mxfp4":
-        _round_experts_to_mxfp4(base)
-    return export, base.to(compute).eval()
+        _round_experts_to_mxfp4(model)
+    return exported, _logits(model.to(compute).eval(), input_ids)
+
+
+def _export_logits_in_fresh_process(
+    fmt: str, path: Path, training: TrainingConfig, input_ids: Any
+) -> tuple[Any, Any]:
+    """`export_logits` in a new Python process, away from the patches Unsloth made to this one's transformers.
+
+    Unsloth compiles gpt-oss's router for the model it loaded; in a 4-bit run, a bfloat16 gpt-oss
+    loaded next to it by plain transformers failed inside that compiled code (torch dynamo), and the
+    process was left unable to load models. A fresh process loads the export as a user would.
+    """
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="export-check-") as tmp:
+        request = Path(tmp) / "request.json"
+        answer = Path(tmp) / "logits.pt"
+        request.write_text(
+            json.dumps(
+                {
+                    "fmt": fmt,
+                    "path": str(path),
+                    "training": dataclasses.asdict(training),
+                    "input_ids": input_ids.tolist(),
+                    "on_gpu": input_ids.device.type == "cuda",
+                    "answer": str(answer),
+                }
+            )
+        )
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
+        }
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from helpers.export import _answer_logits_request; _answer_logits_request({str(request)!r})",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode != 0:
+            raise ExportVerificationError(
+                f"could not load the {fmt} export {path} back: {child.stderr[-1500:]}"
+            )
+        logits = torch.load(answer)
+    return logits["exported"], logits["base"]
+
+
+def _answer_logits_request(request_path: str) -> None:
+    """The fresh process's side of `_export_logits_in_fresh_process`."""
+    import torch
+
+    request = json.loads(Path(request_path).read_text())
+    fields = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in request["training"].items()
+    }
+    input_ids = torch.tensor(request["input_ids"], device="cuda" if request["on_gpu"] else "cpu")
+    exported, base = export_logits(request["fmt"], Path(request["path"]), TrainingConfig(**fields), input_ids)
+    torch.save({"exported": exported.cpu(), "base": base.cpu()}, request["answer"])
 
 
 def verify_export(
-    model: Any, tokenizer: Any, config: Config | TrainingConfig, fmt: str, path: str | os.PathLike
+    model: Any,
+    tokenizer: Any,
+    config: Config | TrainingConfig,
+    fmt: str,
+    path: str | os.PathLike,
+    fresh_process: bool | None = None,
 ) -> ExportCheck:
     """Load the export back and compare its change to the logits with the in-memory adapter's.
 
     `model` is the trained adapter model; its base's logits come from disabling the adapter.
+    `fresh_process` loads a merged or MXFP4 export in a new Python process; by default it does so
+    when Unsloth is loaded here (see `_export_logits_in_fresh_process`).
     """
     training = _training(config)
+    if fresh_process is None:
+        fresh_process = "unsloth" in sys.modules and fmt != "lora"
     saved_flag = os.environ.get("UNSLOTH_RETURN_LOGITS")
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # Unsloth's forward returns no logits otherwise
     was_training = model.training
@@ -343,15 +426,8 @@ def verify_export(
         trained = _logits(model, input_ids)
         with model.disable_adapter():
             untrained = _logits(model, input_ids)
-        export, base = _load_export(fmt, Path(path), training, model)
-        export_ids = input_ids.to(input_device(export))
-        exported = _logits(export, export_ids)
-        if base is None:
-            with export.disable_adapter():
-                export_base = _logits(export, export_ids)
-        else:
-            export_base = _logits(base, export_ids)
-        del export, base
+        reload = _export_logits_in_fresh_process if fresh_process else export_logits
+        exported, export_base = reload(fmt, Path(path), training, input_ids)
     finally:
         model.train(was_training)
         if saved_flag is None:

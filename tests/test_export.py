@@ -153,3 +153,17 @@ def test_mxfp4_without_expert_tensors_says_to_export_merged(tmp_path):
     (merged / "config.json").write_text("{}")
     with pytest.raises(ExportError, match="no stacked gpt-oss expert tensors.*merged_16bit"):
         export.convert_to_mxfp4(merged, tmp_path / "out")
+
+
+def test_the_check_can_load_the_export_in_a_fresh_process(exported):
+    """What a run with Unsloth loaded does (away from Unsloth's patches): same numbers as in-process."""
+    args = (
+        exported["model"],
+        exported["tokenizer"],
+        exported["config"],
+        "mxfp4",
+        exported["results"]["mxfp4"].path,
+    )
+    isolated = export.verify_export(*args, fresh_process=True)
+    assert isolated.verdict == "verified"
+    assert isolated.mismatch == pytest.approx(exported["results"]["mxfp4"].check.mismatch, abs=1e-5)
