@@ -79,8 +79,55 @@ def check_facts(result: Any) -> dict[str, Any]:
     }
 
 
-def run_mode(mode: str, out: Path) -> dict[str, Any]:
-    """Everything for one mode, in this process; returns the record written to gpu_smoke-<mode>.json."""
+def train_and_export(stages: Stages, model: Any, tokenizer: Any, config: Any, pool: Any) -> None:
+    """Strategies before training, 3 GRPO steps with the project's rewards, and the three exports."""
+    from helpers.training import generate_strategies, train
+
+    before = stages.run(
+        "generate 2 strategies before training", generate_strategies, model, tokenizer, config, 2
+    )
+    if before:
+        stages.note("generate 2 strategies before training", samples=[item.text[:120] for item in before])
+    result = stages.run(
+        "train 3 GRPO steps (project rewards)",
+        train,
+        config,
+        model=model,
+        tokenizer=tokenizer,
+        progress=False,
+    )
+    if result is not None:
+        metrics = result.last_metrics
+        stages.note(
+            "train 3 GRPO steps (project rewards)",
+            global_step=result.global_step,
+            checkpoint=Path(result.checkpoint).name if result.checkpoint else None,
+            reward=metrics.get("reward"),
+            rewards={
+                key: value
+                for key, value in metrics.items()
+                if key.startswith("rewards/") and key.endswith("/mean")
+            },
+            outcomes={key: value for key, value in metrics.items() if key.startswith("outcomes/")},
+            pool_workers=getattr(pool, "size", None),
+            seconds_per_step=round(result.seconds / 3, 2),
+        )
+    from helpers import export
+
+    for fmt in export.FORMATS:
+        exported = stages.run(
+            f"export {fmt} after 3 steps", export.export_model, model, tokenizer, config, fmt
+        )
+        if exported is not None:
+            stages.note(f"export {fmt} after 3 steps", **check_facts(exported))
+
+
+def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]:
+    """Everything for one mode, in this process; returns the record written to gpu_smoke-<mode>.json.
+
+    `exports_only` skips generation, training and the exports after training (the adapters are
+    random for the export checks anyway): a shorter run that re-checks the export path alone.
+    """
     from helpers.config import make_config
     from helpers.training import start_reward_pool
 
@@ -128,45 +175,10 @@ def run_mode(mode: str, out: Path) -> dict[str, Any]:
         embedding_device=str(model.get_input_embeddings().weight.device),
         gpu_memory_gib=round(torch.cuda.memory_allocated() / 2**30, 3) if torch.cuda.is_available() else 0,
     )
-    from helpers.training import generate_strategies, train
-
-    before = stages.run(
-        "generate 2 strategies before training", generate_strategies, model, tokenizer, config, 2
-    )
-    if before:
-        stages.note("generate 2 strategies before training", samples=[item.text[:120] for item in before])
-    result = stages.run(
-        "train 3 GRPO steps (project rewards)",
-        train,
-        config,
-        model=model,
-        tokenizer=tokenizer,
-        progress=False,
-    )
-    if result is not None:
-        metrics = result.last_metrics
-        stages.note(
-            "train 3 GRPO steps (project rewards)",
-            global_step=result.global_step,
-            checkpoint=Path(result.checkpoint).name if result.checkpoint else None,
-            reward=metrics.get("reward"),
-            rewards={
-                key: value
-                for key, value in metrics.items()
-                if key.startswith("rewards/") and key.endswith("/mean")
-            },
-            outcomes={key: value for key, value in metrics.items() if key.startswith("outcomes/")},
-            pool_workers=getattr(pool, "size", None),
-            seconds_per_step=round(result.seconds / 3, 2),
-        )
     from helpers import export
 
-    for fmt in export.FORMATS:
-        exported = stages.run(
-            f"export {fmt} after 3 steps", export.export_model, model, tokenizer, config, fmt
-        )
-        if exported is not None:
-            stages.note(f"export {fmt} after 3 steps", **check_facts(exported))
+    if not exports_only:
+        train_and_export(stages, model, tokenizer, config, pool)
 
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # stand in for a long training: adapters that change the model clearly
@@ -216,7 +228,7 @@ def run_mode(mode: str, out: Path) -> dict[str, Any]:
             "export sizes (bytes)",
             **{path.name: sum(f.stat().st_size for f in path.rglob("*") if f.is_file())},
         )
-    return {"mode": mode, "profile": MODES[mode], "stages": stages.results}
+    return {"mode": mode, "profile": MODES[mode], "exports_only": exports_only, "stages": stages.results}
 
 
 def summary(records: list[dict[str, Any]], command: str) -> str:
@@ -230,7 +242,8 @@ def summary(records: list[dict[str, Any]], command: str) -> str:
     for record in records:
         environment = record["stages"].get("environment", {})
         lines.append(
-            f"### {record['mode']} (profile `{record['profile']}`) on {environment.get('gpu', '?')}, "
+            f"### {record['mode']} (profile `{record['profile']}`"
+            f"{', --exports-only' if record.get('exports_only') else ''}) on {environment.get('gpu', '?')}, "
             f"torch {environment.get('torch', '?')}, Python {environment.get('python', '?')}"
         )
         lines.append("")
@@ -258,16 +271,20 @@ def main() -> int:
         "--mode", choices=sorted(MODES), help="run one mode in this process (default: each in a child)"
     )
     parser.add_argument("--modes", default=",".join(MODES), help="modes the driver runs, comma-separated")
+    parser.add_argument("--exports-only", action="store_true", help="skip generation and training")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.mode:
-        record = run_mode(args.mode, out)
+        record = run_mode(args.mode, out, args.exports_only)
         (out / f"gpu_smoke-{args.mode}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0
     records = []
     for mode in args.modes.split(","):
-        child = subprocess.run([sys.executable, __file__, "--out", str(out), "--mode", mode], check=False)
+        flags = ["--exports-only"] if args.exports_only else []
+        child = subprocess.run(
+            [sys.executable, __file__, "--out", str(out), "--mode", mode, *flags], check=False
+        )
         path = out / f"gpu_smoke-{mode}.json"
         if path.is_file():
             records.append(json.loads(path.read_text()))
