@@ -8,6 +8,11 @@ the adapters random weights (a stand-in for a long training, which 3 steps of a 
 not), export again, and drop the experts' deltas from a merged export to see the check fail. It also
 records what Unsloth's own `save_method="mxfp4"` does with this stack.
 
+The tiny model stores its experts stacked (the transformers layout). Unsloth 2026.10.7's 4-bit
+loader reads per-expert weights instead and left them (and the router) randomly initialised, which
+this run found; `load_model` now refuses that combination, so the 4-bit mode stops at loading with
+that message (see benchmarks/RESULTS.md).
+
     export PYTHONPATH=$PWD/.gpu-site:$PWD PYTHONUNBUFFERED=1
     python benchmarks/gpu_smoke.py --out "$OUT"
 

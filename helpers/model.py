@@ -169,7 +169,22 @@ def ensure_tiny_model(config: Config | TrainingConfig) -> Path | None:
     return path
 
 
-def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
+def checkpoint_tensor_names(folder: str | os.PathLike) -> list[str]:
+    """Names of the tensors in a local safetensors checkpoint (read from headers, no weights loaded)."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return list(json.loads(index.read_text())["weight_map"])
+    names: list[str] = []
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as file:
+            names.extend(file.keys())
+    return names
+
+
+def _check_loadable(training: TrainingConfig, gpu: bool, unsloth: bool = False) -> None:
     """Raise `ModelLoadError` with a remedy when this machine cannot load the configured model."""
     if not gpu and (training.profile in GPU_PROFILES or training.load_in_4bit):
         raise ModelLoadError(
@@ -181,6 +196,15 @@ def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
             raise ModelLoadError(f"model folder {name} has no config.json: it is not a saved model.")
+        stacked = any(key.endswith(".mlp.experts.gate_up_proj") for key in checkpoint_tensor_names(name))
+        if unsloth and training.load_in_4bit and stacked:
+            raise ModelLoadError(
+                f"{name} stores the gpt-oss experts stacked (the transformers layout), and Unsloth's 4-bit "
+                "loader reads per-expert weights (experts.gate_up_projs.N, router.linear): it would leave the "
+                "experts and the router randomly initialised (benchmarks/RESULTS.md, GPU smoke run). Load this "
+                "folder in 16-bit (load_in_4bit=false), or train in 4-bit from unsloth/gpt-oss-20b, which "
+                "Unsloth maps to its pre-quantized per-expert checkpoint."
+            )
         return
     looks_like_path = (
         name.startswith((".", "/", "~")) or name.count("/") != 1 or training.profile == "cpu-tiny"
@@ -215,7 +239,7 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     unsloth = import_unsloth_if_used(training)  # first: building the tiny model imports transformers
     ensure_tiny_model(training)
     gpu = cuda_available()
-    _check_loadable(training, gpu)
+    _check_loadable(training, gpu, unsloth)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise ModelLoadError(
             f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
