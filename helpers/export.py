@@ -175,7 +175,7 @@ def save_merged_16bit(model: Any, tokenizer: Any, training: TrainingConfig, path
 
     with tempfile.TemporaryDirectory(prefix="adapter-") as adapter_dir:
         model.save_pretrained(adapter_dir)
-        base = load_base_model(training.model_name)  # float32: merge first, round once when saving
+        base = load_base_model(training.model_name, like=model)  # float32 on a CPU: round once, when saving
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.to(torch.bfloat16).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))

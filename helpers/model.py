@@ -338,9 +338,9 @@ def input_device(model: Any) -> Any:
 
 
 def load_base_model(model_name: str, like: Any = None) -> Any:
-    """The base model in 16-bit (float32 on a CPU), without adapters: the reference exports are checked against.
+    """The base model without adapters (what the transformers + peft path merges an adapter into).
 
-    `like` is a loaded model whose device placement to follow (CPU when None).
+    bfloat16 on the GPU when `like`, a loaded model, has weights there; float32 on the CPU otherwise.
     """
     import torch
     from transformers import AutoModelForCausalLM
