@@ -478,14 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console, stdout = _console_handler(), sys.stdout
     try:
         return args.handler(args)
+    except ExportVerificationError as error:  # before ExportError, its base: a result, not a mistake
+        _log_traceback()
+        print(f"export check failed: {error}", file=sys.stderr)
+        return 1
     except (UsageError, ValueError, ModelLoadError, RunFolderError, ConfigurationError, ExportError) as error:
         _log_traceback()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except ExportVerificationError as error:
-        _log_traceback()
-        print(f"export check failed: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         _log_traceback()
         print(

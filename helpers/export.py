@@ -16,10 +16,18 @@ Verification (`verify_export`): after saving, the export is loaded back the way 
 it, and on a fixed prompt its change to the logits relative to the base model (`export - base`) is
 compared with the trained adapter's change (`adapter - base`, in memory): at each position, the
 difference relative to the adapter's change; the median over positions must stay within the
-format's tolerance. Upstream regressions have silently dropped the MoE
-experts' LoRA deltas from merged exports: such an export still differs from the base (the attention
-deltas are there), so "differs from base" alone would pass it; the comparison of the two changes
-fails it. An untrained adapter (no change to compare) is reported as inconclusive, not verified.
+format's tolerance. Upstream regressions have silently dropped the MoE experts' LoRA deltas from
+merged exports: such an export still differs from the base (the attention deltas are there), so
+"differs from base" alone would pass it; the comparison of the two changes fails it. An untrained
+adapter (no change to compare) is reported as inconclusive, not verified.
+
+MXFP4 (`verify_mxfp4_export`) is checked in two steps: the merged 16-bit checkpoint it is packed
+from must pass the check above, and the MXFP4 file must load back as that checkpoint with its
+experts rounded to 4 bits. How much of the training's change survives the rounding is reported,
+not judged: 4-bit experts erase a small change (a short training's), which the message says.
+
+A process that has imported Unsloth loads merged and MXFP4 exports back in a fresh process: on the
+GPU, Unsloth's patches broke plain transformers loads next to its 4-bit model (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ RELATIVE_TOLERANCE = {"lora": 0.02, "merged_16bit": 0.25, "mxfp4": 0.5}
 
 Measured on the tiny model with random adapters: a correct LoRA reload differs by 0, a correct 16-bit
 merge by 0.01-0.17 (rounding), a merge that drops the experts' or the attention's deltas by 0.56-0.96.
-MXFP4 rounds the experts to 4 bits, which keeps a large change (0.2) but erases a small one (> 0.9).
+MXFP4 rounds the experts to 4 bits, which keeps a large change (0.2) but erases a small one (> 0.9):
+for MXFP4 the value only decides whether `verify_mxfp4_export`'s message warns about it.
 """
 
 MIN_EFFECT = 1e-4
@@ -67,6 +76,9 @@ MXFP4_NOT_CONVERTED = (
 )
 """Modules gpt-oss keeps in bfloat16 in its MXFP4 checkpoints (as in openai/gpt-oss-20b's config)."""
 
+PACKING_TOLERANCE = 1e-3
+"""Largest logit difference, relative to the largest logit, between an MXFP4 export and its merged source rounded alike."""
+
 WRITTEN_BY_MXFP4 = frozenset({"config.json", "model.safetensors.index.json"})
 """Files of the merged checkpoint that the MXFP4 writer rewrites instead of copying."""
 
@@ -78,8 +90,8 @@ class ExportError(RuntimeError):
     """A format cannot be produced here; the message says what to install or do."""
 
 
-class ExportVerificationError(RuntimeError):
-    """The export does not hold the trained weights (the check's numbers are in the message)."""
+class ExportVerificationError(ExportError):
+    """The export was written but does not hold the trained weights (the check's numbers are in the message)."""
 
 
 @dataclass
@@ -149,8 +161,16 @@ def export_model(
         ) as tmp:
             save_merged_16bit(model, tokenizer, training, Path(tmp))
             convert_to_mxfp4(Path(tmp), path)
+            seconds = time.perf_counter() - started
+            check = verify_mxfp4_export(model, tokenizer, training, path, Path(tmp)) if verify else None
+        return _checked(fmt, path, seconds, check)
     seconds = time.perf_counter() - started
     check = verify_export(model, tokenizer, training, fmt, path) if verify else None
+    return _checked(fmt, path, seconds, check)
+
+
+def _checked(fmt: str, path: Path, seconds: float, check: ExportCheck | None) -> ExportResult:
+    """The export's result, or `ExportVerificationError` when its check failed."""
     if check is not None and check.verdict == "failed":
         raise ExportVerificationError(f"{fmt} export in {path}: {check.message}")
     return ExportResult(format=fmt, path=str(path), seconds=seconds, check=check)
@@ -303,13 +323,15 @@ def _round_experts_to_mxfp4(model: Any) -> None:
                 parameter.copy_(rounded.to(parameter.dtype))
 
 
-def export_logits(fmt: str, path: Path, training: TrainingConfig, input_ids: Any) -> tuple[Any, Any]:
-    """Logits of the export loaded back, and of the base it is compared with, loaded alike.
+def export_logits(
+    fmt: str, path: Path, training: TrainingConfig, input_ids: Any, reference: str | None = None
+) -> tuple[Any, Any]:
+    """Logits of the export loaded back, and of the model it is compared with, loaded alike.
 
     LoRA goes through `load_model` (the training loader: Unsloth's per-expert adapter layout needs
     Unsloth), its base is the same model with the adapter disabled. Merged and MXFP4 exports go
-    through plain transformers, as a user would load them, one model at a time, next to the base
-    loaded the same way (for MXFP4, with its experts rounded by the same packer).
+    through plain transformers, as a user would load them, one model at a time, next to `reference`
+    (the base model by default) loaded the same way: for MXFP4, with its experts rounded by the packer.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -332,14 +354,16 @@ def export_logits(fmt: str, path: Path, training: TrainingConfig, input_ids: Any
     exported = _logits(model.to(compute).eval(), input_ids)
     del model
     placement.pop("quantization_config", None)
-    model = AutoModelForCausalLM.from_pretrained(training.model_name, dtype=torch.bfloat16, **placement)
+    model = AutoModelForCausalLM.from_pretrained(
+        reference or training.model_name, dtype=torch.bfloat16, **placement
+    )
     if fmt == "mxfp4":
         _round_experts_to_mxfp4(model)
     return exported, _logits(model.to(compute).eval(), input_ids)
 
 
 def _export_logits_in_fresh_process(
-    fmt: str, path: Path, training: TrainingConfig, input_ids: Any
+    fmt: str, path: Path, training: TrainingConfig, input_ids: Any, reference: str | None = None
 ) -> tuple[Any, Any]:
     """`export_logits` in a new Python process, away from the patches Unsloth made to this one's transformers.
 
@@ -360,6 +384,7 @@ def _export_logits_in_fresh_process(
                     "training": dataclasses.asdict(training),
                     "input_ids": input_ids.tolist(),
                     "on_gpu": input_ids.device.type == "cuda",
+                    "reference": reference,
                     "answer": str(answer),
                 }
             )
@@ -396,8 +421,54 @@ def _answer_logits_request(request_path: str) -> None:
         key: tuple(value) if isinstance(value, list) else value for key, value in request["training"].items()
     }
     input_ids = torch.tensor(request["input_ids"], device="cuda" if request["on_gpu"] else "cpu")
-    exported, base = export_logits(request["fmt"], Path(request["path"]), TrainingConfig(**fields), input_ids)
+    exported, base = export_logits(
+        request["fmt"], Path(request["path"]), TrainingConfig(**fields), input_ids, request["reference"]
+    )
     torch.save({"exported": exported.cpu(), "base": base.cpu()}, request["answer"])
+
+
+class _LogitsFlag:
+    """Unsloth's forward returns no logits unless UNSLOTH_RETURN_LOGITS=1: set it for a block, then restore it."""
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get("UNSLOTH_RETURN_LOGITS")
+        os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
+        else:
+            os.environ["UNSLOTH_RETURN_LOGITS"] = self.saved
+
+
+def _reload(
+    fmt: str,
+    path: Path,
+    training: TrainingConfig,
+    input_ids: Any,
+    reference: str | None,
+    fresh_process: bool | None,
+) -> tuple[Any, Any]:
+    """`export_logits`, in a fresh process when asked or, by default, when Unsloth is loaded here."""
+    if fresh_process is None:
+        fresh_process = "unsloth" in sys.modules and fmt != "lora"
+    reload = _export_logits_in_fresh_process if fresh_process else export_logits
+    with _LogitsFlag():
+        return reload(fmt, path, training, input_ids, reference)
+
+
+def _adapter_logits(model: Any, tokenizer: Any, config: Config | TrainingConfig) -> tuple[Any, Any, Any]:
+    """(the fixed prompt's ids, the adapter model's logits on it, the same with the adapter disabled)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with _LogitsFlag():
+            input_ids = check_inputs(tokenizer, config, input_device(model))
+            trained = _logits(model, input_ids)
+            with model.disable_adapter():
+                return input_ids, trained, _logits(model, input_ids)
+    finally:
+        model.train(was_training)
 
 
 def verify_export(
@@ -412,28 +483,13 @@ def verify_export(
 
     `model` is the trained adapter model; its base's logits come from disabling the adapter.
     `fresh_process` loads a merged or MXFP4 export in a new Python process; by default it does so
-    when Unsloth is loaded here (see `_export_logits_in_fresh_process`).
+    when Unsloth is loaded here (see `_export_logits_in_fresh_process`). For an MXFP4 export this
+    measures how much of the training's change survives the 4-bit experts; `verify_mxfp4_export`
+    is the check `export_model` runs.
     """
     training = _training(config)
-    if fresh_process is None:
-        fresh_process = "unsloth" in sys.modules and fmt != "lora"
-    saved_flag = os.environ.get("UNSLOTH_RETURN_LOGITS")
-    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # Unsloth's forward returns no logits otherwise
-    was_training = model.training
-    model.eval()
-    try:
-        input_ids = check_inputs(tokenizer, config, input_device(model))
-        trained = _logits(model, input_ids)
-        with model.disable_adapter():
-            untrained = _logits(model, input_ids)
-        reload = _export_logits_in_fresh_process if fresh_process else export_logits
-        exported, export_base = reload(fmt, Path(path), training, input_ids)
-    finally:
-        model.train(was_training)
-        if saved_flag is None:
-            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
-        else:
-            os.environ["UNSLOTH_RETURN_LOGITS"] = saved_flag
+    input_ids, trained, untrained = _adapter_logits(model, tokenizer, config)
+    exported, export_base = _reload(fmt, Path(path), training, input_ids, None, fresh_process)
     change = (trained - untrained).cpu()[0]
     export_change = (exported - export_base).cpu()[0]
     effect = float(change.abs().max())
@@ -469,3 +525,46 @@ def verify_export(
     return ExportCheck(
         verdict=verdict, effect=effect, mismatch=mismatch, tolerance=tolerance, message=message
     )
+
+
+def verify_mxfp4_export(
+    model: Any,
+    tokenizer: Any,
+    config: Config | TrainingConfig,
+    path: str | os.PathLike,
+    merged_dir: str | os.PathLike,
+    fresh_process: bool | None = None,
+) -> ExportCheck:
+    """Check an MXFP4 export against the merged 16-bit checkpoint it was packed from.
+
+    Three questions: does the merged checkpoint carry the trained weights (`verify_export`, which
+    catches dropped deltas); does the MXFP4 file load back as that merged model with its experts
+    rounded to 4 bits (a packing or layout fault fails here); and how much of the training's change
+    survives the rounding (reported, not judged: a small change to the experts does not).
+    """
+    training = _training(config)
+    merged = verify_export(model, tokenizer, config, "merged_16bit", merged_dir, fresh_process)
+    if merged.verdict == "failed":
+        return dataclasses.replace(merged, message=f"the merged model it was packed from: {merged.message}")
+    input_ids = check_inputs(tokenizer, config, input_device(model))
+    packed, rounded = _reload("mxfp4", Path(path), training, input_ids, str(merged_dir), fresh_process)
+    packing = float((packed - rounded).abs().max() / rounded.abs().max().clamp_min(1e-12))
+    if packing > PACKING_TOLERANCE:
+        message = (
+            f"the MXFP4 file does not load back as the merged model with 4-bit experts (largest logit "
+            f"difference {packing:.2e} of the largest logit, tolerance {PACKING_TOLERANCE})"
+        )
+        return dataclasses.replace(merged, verdict="failed", message=message)
+    survived = verify_export(model, tokenizer, config, "mxfp4", path, fresh_process)
+    rounding = (
+        ""
+        if merged.verdict == "inconclusive"
+        else f"; rounding the experts to 4 bits moves the change by {survived.mismatch:.2f} of its size"
+        + (
+            " (most of the training's change to the experts does not survive it: prefer merged_16bit or lora)"
+            if survived.mismatch > RELATIVE_TOLERANCE["mxfp4"]
+            else ""
+        )
+    )
+    message = f"{merged.message}; packed as MXFP4, it loads back as that model with 4-bit experts{rounding}"
+    return dataclasses.replace(merged, message=message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,15 +85,16 @@ def test_a_merge_that_lost_deltas_fails_the_check(exported, tmp_path, part):
     assert "does not carry the trained weights" in check.message
 
 
-def test_export_model_raises_when_the_check_fails(exported, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["merged_16bit", "mxfp4"])
+def test_export_model_raises_when_the_merge_lost_the_experts(exported, tmp_path, monkeypatch, fmt):
     def lossy_merge(model, tokenizer, training, path):
-        shutil.copytree(exported["results"]["merged_16bit"].path, path)
+        shutil.copytree(exported["results"]["merged_16bit"].path, path, dirs_exist_ok=True)
         drop_deltas(path, exported["base"], "mlp.experts")
 
     monkeypatch.setattr(export, "save_merged_16bit", lossy_merge)
     with pytest.raises(export.ExportVerificationError, match="MoE experts"):
         export.export_model(
-            exported["model"], exported["tokenizer"], exported["config"], "merged_16bit", tmp_path / "lossy"
+            exported["model"], exported["tokenizer"], exported["config"], fmt, tmp_path / "lossy"
         )
 
 
@@ -165,5 +167,30 @@ def test_the_check_can_load_the_export_in_a_fresh_process(exported):
         exported["results"]["mxfp4"].path,
     )
     isolated = export.verify_export(*args, fresh_process=True)
-    assert isolated.verdict == "verified"
-    assert isolated.mismatch == pytest.approx(exported["results"]["mxfp4"].check.mismatch, abs=1e-5)
+    here = export.verify_export(*args, fresh_process=False)
+    assert isolated.mismatch == pytest.approx(here.mismatch, abs=1e-5)
+    assert isolated.effect == pytest.approx(here.effect, abs=1e-5)
+
+
+def test_mxfp4_of_a_small_change_is_verified_and_says_what_rounding_lost(tiny_model_dir, tmp_path):
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir), output_dir=str(tmp_path))
+    model, tokenizer = load_model(config)
+    randomise_adapters(model, std=0.002)  # a short training: below 4-bit resolution for the experts
+    result = export.export_model(model, tokenizer, config, "mxfp4")
+    assert result.check.verdict == "verified"
+    assert "does not survive it" in result.check.message
+
+
+def test_an_mxfp4_file_that_does_not_unpack_to_its_source_fails(exported, tmp_path):
+    folder = copy_export(exported, "mxfp4", tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    name = "model.layers.0.mlp.experts.gate_up_proj_blocks"
+    tensors[name] = tensors[name].flip(0).contiguous()  # experts in the wrong order
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with tempfile.TemporaryDirectory() as merged:
+        shutil.copytree(exported["results"]["merged_16bit"].path, merged, dirs_exist_ok=True)
+        check = export.verify_mxfp4_export(
+            exported["model"], exported["tokenizer"], exported["config"], folder, merged
+        )
+    assert check.verdict == "failed"
+    assert "does not load back as the merged model" in check.message
