@@ -284,37 +284,12 @@ def _show(game: Any, message: str, color: bool) -> None:
 
 
 def _watch_keys(source: str, game_config: Any, seed: int, sandbox: Any) -> tuple[list[object], Any]:
-    """Play generated code in the sandbox; returns the keys it played and the result.
-
-    The sandbox replays the worker's keys on the game it was given, in this process; a game that
-    records them gives the moves to show. It travels to the worker as a plain `GameBoard`.
-    """
-    import copyreg
-
-    from helpers.game import GameBoard
+    """Play generated code in the sandbox; returns the keys it played (`GameResult.keys`) and the result."""
+    from helpers.game import from_config
     from helpers.sandbox import execute_strategy
 
-    class RecordingGame(GameBoard):
-        """A game that remembers the keys played on it."""
-
-        def do_action(self, key: object) -> bool:
-            self.keys.append(key)
-            return super().do_action(key)
-
-        def __reduce_ex__(self, protocol: object) -> tuple:
-            state = {name: value for name, value in self.__dict__.items() if name != "keys"}
-            return copyreg._reconstructor, (GameBoard, object, None), state
-
-    game = RecordingGame(
-        size=game_config.size,
-        seed=seed,
-        target=game_config.target,
-        probability_fours=game_config.probability_fours,
-        keymap=game_config.keymap,
-    )
-    game.keys = []
-    result = execute_strategy(source, game, config=sandbox)
-    return game.keys, result
+    result = execute_strategy(source, from_config(game_config, seed=seed), config=sandbox)
+    return list(result.keys), result
 
 
 def cmd_play(args: argparse.Namespace) -> int:
