@@ -74,13 +74,22 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
-    """Drop records logged after `last_step` (a resumed run logs those steps again); returns records kept."""
+    """Drop records logged after `last_step` (a resumed run logs those steps again); returns records kept.
+
+    The kept records go to a temporary file that then replaces the log, so a write that fails (a full
+    disk) or a process killed mid-way leaves the old log whole.
+    """
     kept = [record for record in read_metrics(path) if record.get("step", 0) <= last_step]
     path = Path(path)
     if path.is_file():
-        path.write_text(
-            "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept), encoding="utf-8"
-        )
+        partial = path.with_name(path.name + ".partial")
+        try:
+            partial.write_text(
+                "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept), encoding="utf-8"
+            )
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return len(kept)
 
 

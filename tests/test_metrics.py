@@ -23,6 +23,26 @@ def test_records_come_back_in_order(tmp_path):
     for number in (1, 2, 3):
         metrics.append_metrics(path, step(number, float(number)))
     assert [record["step"] for record in metrics.read_metrics(path)] == [1, 2, 3]
+
+
+def test_truncate_that_cannot_write_keeps_the_old_log(tmp_path):
+    # A full disk during a resume must not cost the run its history: here the file-size limit stands
+    # in for the full disk, so writing the kept records fails part-way through.
+    path = tmp_path / "metrics.jsonl"
+    for number in range(1, 201):
+        metrics.append_metrics(path, step(number, 0.5))
+    before = path.read_text()
+    script = (
+        "import resource, signal, sys; from helpers import metrics\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "try:\n    metrics.truncate_metrics(sys.argv[1], 150)\n"
+        "except OSError:\n    sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, timeout=60)
+    assert done.returncode == 3
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
     assert metrics.read_metrics(tmp_path) == metrics.read_metrics(path)  # a run folder works too
 
 
