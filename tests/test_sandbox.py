@@ -608,7 +608,10 @@ def test_pool_works_after_cuda_is_initialised():
 
 
 def test_sandbox_and_rewards_import_without_torch():
-    code = "import sys, helpers.sandbox, helpers.rewards; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    code = (
+        "import sys, helpers.game, helpers.prompts, helpers.sandbox, helpers.rewards, helpers.evaluate; "
+        "print(sorted({'torch', 'transformers', 'trl', 'unsloth'} & set(sys.modules)))"
+    )
     done = _run_python(["-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
