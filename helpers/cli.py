@@ -16,6 +16,7 @@ Mistakes in the arguments or the setup end with one line saying what to do, not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
@@ -51,6 +52,18 @@ class UsageError(Exception):
 # --- settings --------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _settings_mistakes() -> Any:
+    """Turn the ValueError of a bad setting (`--set lora_rank=big`, a bad profile) into a UsageError.
+
+    Only around building settings: a ValueError raised later, in training, is a crash with a traceback.
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
 def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
     """`--set` pairs by section: `{"training": {...}, "game": {...}, "sandbox": {...}, "rewards": {...}}`."""
     settings: dict[str, dict[str, str]] = {section: {} for section in ("training", *SECTIONS)}
@@ -79,9 +92,10 @@ def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None =
         value = getattr(args, flag, None)
         if value is not None:
             training[flag] = str(value)
-    if saved_run is not None and args.profile is None:
-        return saved_config(saved_run, **settings, **training)
-    return make_config(args.profile, **settings, **training)
+    with _settings_mistakes():
+        if saved_run is not None and args.profile is None:
+            return saved_config(saved_run, **settings, **training)
+        return make_config(args.profile, **settings, **training)
 
 
 def run_folder_of(checkpoint: str | None) -> Path | None:
@@ -143,10 +157,7 @@ def _stop_logs(stdout: Any) -> None:
     sys.stdout = stdout
     logging.captureWarnings(False)
     for file, handler in _open_logs:
-        for logger in (
-            logging.getLogger(),
-            *(logging.getLogger(name) for name in ("transformers", "trl", "peft")),
-        ):
+        for logger in (logging.getLogger(), *map(logging.getLogger, LIBRARY_LOGGERS)):
             logger.removeHandler(handler)
         file.close()
     _open_logs.clear()
@@ -170,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     resume_from = None
     if args.resume:
-        resume_from = args.output_dir or make_config(args.profile).training.output_dir
+        with _settings_mistakes():
+            resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
     log_path = start_log(config.training.output_dir, args)
     print(f"profile {config.training.profile}: {config.profile_reason}")
@@ -300,7 +312,8 @@ def cmd_play(args: argparse.Namespace) -> int:
     sections = parse_settings(args.set or [])
     if sections["training"]:
         raise UsageError(f"play takes game settings only (game.size=4), not {sorted(sections['training'])}")
-    config = make_config("cpu-tiny", **{section: sections[section] for section in SECTIONS})
+    with _settings_mistakes():
+        config = make_config("cpu-tiny", **{section: sections[section] for section in SECTIONS})
     game_config = config.game
     seed = random.randrange(1_000_000) if args.seed is None else args.seed
     if args.keymap:
@@ -309,7 +322,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         game_config = replace(game_config, keymap=args.keymap)
-    game = from_config(game_config, seed=seed)
+    with _settings_mistakes():
+        game = from_config(game_config, seed=seed)
     keys = ", ".join(f"{key}={direction}" for key, direction in game.keymap.items())
     color = not args.no_color
     if args.strategy is None:
@@ -457,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log_traceback()
         print(f"export check failed: {error}", file=sys.stderr)
         return 1
-    except (UsageError, ValueError, ModelLoadError, RunFolderError, ConfigurationError, ExportError) as error:
+    except (UsageError, ModelLoadError, RunFolderError, ConfigurationError, ExportError) as error:
         _log_traceback()
         print(f"error: {error}", file=sys.stderr)
         return 2

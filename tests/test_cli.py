@@ -12,6 +12,7 @@ import pytest
 
 from helpers import cli
 from helpers import model as model_module
+from helpers import training as training_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,7 @@ def test_settings_are_split_by_section():
         (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "needs a CUDA GPU"),
         (["play", "--strategy", "{tmp}/missing.py"], "neither a file nor a baseline"),
         (["play", "--set", "lora_rank=3"], "play takes game settings only"),
+        (["play", "--set", "game.size=1", "--strategy", "greedy"], "size must be at least 2"),
     ],
 )
 def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, capsys, monkeypatch):
@@ -64,6 +66,17 @@ def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, c
     assert status == 2
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_a_value_error_in_training_is_a_crash_not_a_usage_mistake(tmp_path, monkeypatch):
+    # A ValueError hours into a run is a bug or a broken library, not a mistake in the command line:
+    # it keeps its traceback (exit status 1) instead of a one-line "error:" with status 2.
+    def crash(*args, **kwargs):
+        raise ValueError("shapes do not match")
+
+    monkeypatch.setattr(training_module, "train", crash)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(tmp_path / "run")])
 
 
 @pytest.fixture(scope="module")
