@@ -245,14 +245,18 @@ def prepare_run_folder(config: Config, resume: bool) -> Path | None:
     if resume:
         if checkpoint is None:
             raise RunFolderError(f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder")
-        if saved_path.is_file():
-            differences = config_differences(json.loads(saved_path.read_text()), current)
-            if differences:
-                raise RunFolderError(
-                    f"{folder} holds a run with other settings, which a resume would mix with these:\n  "
-                    + "\n  ".join(differences)
-                    + "\nResume with the run's own settings, or start a new run in another output folder."
-                )
+        if not saved_path.is_file():
+            raise RunFolderError(
+                f"{folder} holds checkpoints but no {RUN_CONFIG_FILE}, so a resume cannot check that its settings "
+                "match these; start a new run in another output folder."
+            )
+        differences = config_differences(json.loads(saved_path.read_text()), current)
+        if differences:
+            raise RunFolderError(
+                f"{folder} holds a run with other settings, which a resume would mix with these:\n  "
+                + "\n  ".join(differences)
+                + "\nResume with the run's own settings, or start a new run in another output folder."
+            )
         truncate_metrics(metrics_path(folder), int(checkpoint.name[len(CHECKPOINT_PREFIX) :]))
     else:
         if checkpoint is not None:
@@ -260,7 +264,12 @@ def prepare_run_folder(config: Config, resume: bool) -> Path | None:
                 f"{folder} already holds a run (latest: {checkpoint.name}). Pass resume=True (--resume) to "
                 "continue it, or choose another output folder (--output-dir), or delete this one."
             )
-        metrics_path(folder).unlink(missing_ok=True)
+        old_metrics = metrics_path(folder)
+        if old_metrics.is_file():
+            # A run that died before its first checkpoint: keep its log beside, never delete it.
+            kept = old_metrics.with_name(f"metrics-before-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+            old_metrics.replace(kept)
+            log.warning("a metrics log without checkpoints was in %s: kept as %s", folder, kept.name)
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint

@@ -211,3 +211,22 @@ def test_callbacks_log_metrics_and_redraw_the_live_plot(tmp_path, capsys):
     assert [record["step"] for record in read_metrics(tmp_path)] == [1, 2]
     assert list(live_plot.figure.axes[0].lines[0].get_ydata()) == [1.0, 2.0]
     assert capsys.readouterr().out.count("Figure(") == 2  # outside a notebook, display() prints the figure
+
+
+def test_resume_refuses_checkpoints_without_saved_settings(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = fake_run(tmp_path, config)
+    (folder / training.RUN_CONFIG_FILE).unlink()
+    with pytest.raises(RunFolderError, match="no run_config.json"):
+        training.prepare_run_folder(config, resume=True)
+
+
+def test_a_fresh_run_keeps_an_earlier_log_without_checkpoints(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = tmp_path / "fake"
+    for number in range(1, 4):
+        append_metrics(folder / "metrics.jsonl", {"step": number, "reward": 0.0})
+    assert training.prepare_run_folder(config, resume=False) is None
+    kept = list(folder.glob("metrics-before-*.jsonl"))
+    assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 3
+    assert not (folder / "metrics.jsonl").exists()
