@@ -86,3 +86,16 @@ def test_a_second_setup_run_changes_nothing():
     assert "nothing to do" in result.stdout
     after = sorted(p.name for p in (venv / "lib").glob("python*/site-packages/*"))
     assert before == after
+
+
+def test_the_image_installs_through_setup_sh_on_a_cuda_13_ngc_base():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runs = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    assert any("./setup.sh --gpu --system-torch" in line for line in runs)
+    assert not any(re.search(r"pip install[^|&]*\btorch\b", line) for line in runs), (
+        "the image's torch is never replaced"
+    )
+    year, month = map(int, re.search(r"nvcr\.io/nvidia/pytorch:(\d+)\.(\d+)-py3", dockerfile).groups())
+    assert (year, month) >= (25, 11), "25.09 did not see the GB10; CUDA 13 images start at 25.11"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv/" in ignored and "outputs/" in ignored
