@@ -128,6 +128,81 @@ def summary(records: Sequence[Mapping[str, Any]], window: int = 10) -> dict[str,
     return out
 
 
+OUTCOME_COLORS = {
+    "win": "tab:green",
+    "failed": "tab:orange",
+    "stalled": "tab:olive",
+    "timeout": "tab:purple",
+    "error": "tab:red",
+    "rejected": "black",
+    "missing": "tab:gray",
+}
+"""One colour per game outcome, the same in every plot; outcomes stack in this order, wins at the bottom."""
+
+
+def _label(key: str) -> str:
+    """A metric's name without TRL's prefixes and suffixes (`rewards/no_cheating/mean` -> `no_cheating`)."""
+    return key.removeprefix(REWARD_PREFIX).removeprefix(OUTCOME_PREFIX).removesuffix("/mean")
+
+
+def _style_step_axis(ax: Any) -> None:
+    """Whole-number steps on the x axis, a light grid, and plain tick labels (no `+7.61` offset)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+def _plot_lines(ax: Any, records: Sequence[Mapping[str, Any]], labels: Mapping[str, str], title: str) -> None:
+    """One line per metric of `labels` (metric -> legend label); metrics the run did not log are left out."""
+    for key, label in labels.items():
+        steps, values = series(records, key)
+        if steps:
+            ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=label)
+    ax.set_title(title, fontsize=10)
+    _style_step_axis(ax)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(
+            0.5, 0.5, "not logged by this run", ha="center", va="center", transform=ax.transAxes, color="gray"
+        )
+
+
+def _plot_rewards(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
+    """The total reward in bold black, each reward function's mean beside it."""
+    steps, values = series(records, "reward")
+    if steps:
+        ax.plot(steps, values, color="black", linewidth=2, label="total")
+    for key in reward_keys(records):
+        steps, values = series(records, key)
+        ax.plot(steps, values, linewidth=1, label=_label(key))
+    ax.set_title("reward per function (mean over the step's completions)", fontsize=10)
+    ax.set_ylabel("reward")
+    _style_step_axis(ax)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="best")
+
+
+def _plot_outcomes(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
+    """How each step's games ended, stacked; outcomes that never happened are left out of the legend."""
+    order = list(OUTCOME_COLORS)
+    logged = [key for key in outcome_keys(records) if any(series(records, key)[1])]
+    present = sorted(logged, key=lambda key: order.index(_label(key)) if _label(key) in order else len(order))
+    steps = [record["step"] for record in records if "step" in record]
+    if present and steps:
+        counts = [[float(record.get(key) or 0) for record in records if "step" in record] for key in present]
+        names = [_label(key) for key in present]
+        colors = [OUTCOME_COLORS.get(name, "tab:blue") for name in names]
+        ax.stackplot(steps, counts, labels=names, colors=colors, alpha=0.8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("how the step's games ended", fontsize=10)
+    ax.set_ylabel("games")
+    _style_step_axis(ax)
+
+
 def plot_metrics(records: Sequence[Mapping[str, Any]], figure: Any = None, title: str = "") -> Any:
     """Draw rewards, game outcomes and completion length against the step; returns the figure.
 
@@ -141,30 +216,60 @@ def plot_metrics(records: Sequence[Mapping[str, Any]], figure: Any = None, title
         figure = plt.figure(figsize=(5.5 * (3 if outcomes else 2), 3.6))
     figure.clear()
     axes = figure.subplots(1, 3 if outcomes else 2)
-    rewards_ax, length_ax = axes[0], axes[-1]
-    steps, values = series(records, "reward")
-    if steps:
-        rewards_ax.plot(steps, values, color="black", linewidth=2, label="total")
-    for key in reward_keys(records):
-        steps, values = series(records, key)
-        rewards_ax.plot(steps, values, linewidth=1, label=key[len(REWARD_PREFIX) : -len("/mean")])
-    rewards_ax.set_ylabel("mean reward")
+    _plot_rewards(axes[0], records)
     if outcomes:
-        for key in outcomes:
-            steps, values = series(records, key)
-            axes[1].plot(steps, values, linewidth=1, label=key[len(OUTCOME_PREFIX) :])
-        axes[1].set_ylabel("games per step")
-    steps, values = series(records, "completions/mean_length")
-    length_ax.plot(steps, values, color="tab:purple")
-    length_ax.set_ylabel("completion tokens (mean)")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.lines and ax is not length_ax:
-            ax.legend(fontsize=8, loc="best")
+        _plot_outcomes(axes[1], records)
+    length_ax = axes[-1]
+    _plot_lines(length_ax, records, {"completions/mean_length": "mean"}, "completion length")
+    length_ax.set_ylabel("tokens")
+    length_ax.set_ylim(bottom=0)
     last = records[-1].get("step") if records else None
     figure.suptitle(
         title or (f"GRPO training, step {last}" if last is not None else "GRPO training: no steps yet")
     )
+    figure.tight_layout()
+    return figure
+
+
+def plot_dashboard(records: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    """The training dashboard: six panels of every metric against the step; returns the figure.
+
+    Rewards per function, completion length, the share of completions cut off at
+    `max_completion_length`, entropy and KL, how the games ended, and the reward spread within GRPO
+    groups (a group whose completions all get the same reward gives no learning signal).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    figure, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    _plot_rewards(axes[0, 0], records)
+    _plot_lines(
+        axes[0, 1],
+        records,
+        {"completions/mean_length": "mean", "completions/max_length": "longest"},
+        "completion length",
+    )
+    axes[0, 1].set(ylabel="tokens", ylim=(0, None))
+    _plot_lines(
+        axes[0, 2],
+        records,
+        {"completions/clipped_ratio": "cut off"},
+        "completions cut off at max_completion_length",
+    )
+    _plot_lines(
+        axes[1, 0], records, {"entropy": "entropy", "kl": "KL (logged when beta > 0)"}, "entropy and KL"
+    )
+    _plot_outcomes(axes[1, 1], records)
+    _plot_lines(
+        axes[1, 2],
+        records,
+        {"frac_reward_zero_std": "groups with one reward for all (no signal)"},
+        "GRPO groups without a learning signal",
+    )
+    for ax in (axes[0, 2], axes[1, 2]):
+        ax.set(ylim=(-0.05, 1.05), ylabel="share")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    last = records[-1].get("step") if records else None
+    figure.suptitle(title or f"GRPO training, {len(records)} logged steps, last step {last}")
     figure.tight_layout()
     return figure

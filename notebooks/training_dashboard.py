@@ -34,7 +34,7 @@
 from pathlib import Path
 
 from helpers.config import make_config
-from helpers.metrics import METRICS_FILE, read_metrics, reward_keys, series, summary
+from helpers.metrics import METRICS_FILE, read_metrics, summary
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RUN_DIR = ROOT / make_config().training.output_dir  # or Path("/path/to/outputs/my-run")
@@ -59,36 +59,16 @@ print(f"{source}: {len(records)} logged steps, last step {records[-1]['step']}")
 {key: round(value, 3) for key, value in summary(records).items()}
 
 # %% [markdown]
-# Every metric in one figure: rewards per function, completion length and the share cut off at
-# `max_completion_length`, entropy and KL, and the game outcomes of each step's completions.
+# Every metric in one figure: what each reward function paid, how long the completions were and how
+# many were cut off at `max_completion_length`, entropy and KL, how the games ended, and the share of
+# GRPO groups whose completions all got the same reward (those teach the model nothing). On a run that
+# learns, the total reward rises, `missing` and `rejected` games give way to `failed` and `win`, and
+# the share of groups without a signal falls.
 
 # %%
-import matplotlib.pyplot as plt
+from helpers.metrics import plot_dashboard
 
-
-def plot(ax, keys, title, ylabel=""):
-    """One panel: each metric in `keys` against the step (metrics the run did not log are left out)."""
-    for key in keys:
-        steps, values = series(records, key)
-        if steps:
-            label = key.removeprefix("rewards/").removeprefix("outcomes/").removesuffix("/mean")
-            ax.plot(steps, values, marker=".", label=label)
-    ax.set(title=title, xlabel="step", ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-
-
-outcomes = sorted({key for record in records for key in record if key.startswith("outcomes/")})
-figure, axes = plt.subplots(2, 3, figsize=(15, 7.5))
-plot(axes[0, 0], ["reward", *reward_keys(records)], "reward per function", "mean reward")
-plot(axes[0, 1], ["completions/mean_length", "completions/max_length"], "completion length", "tokens")
-plot(axes[0, 2], ["completions/clipped_ratio"], "cut off at max_completion_length", "share")
-plot(axes[1, 0], ["entropy", "kl"], "entropy and KL (KL when beta > 0)")
-plot(axes[1, 1], outcomes, "game outcomes per step", "completions")
-plot(axes[1, 2], ["reward_std", "frac_reward_zero_std"], "reward spread within groups")
-figure.suptitle(source)
-figure.tight_layout()
+figure = plot_dashboard(records, title=source)
 
 # %% [markdown]
 # The same figure as a PNG, to share or to compare runs.

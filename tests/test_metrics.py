@@ -116,6 +116,40 @@ def test_an_empty_log_still_plots():
     assert "no steps yet" in figure._suptitle.get_text()
 
 
+def _legend(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [text.get_text() for text in legend.get_texts()] if legend else []
+
+
+def test_outcomes_that_never_happened_stay_out_of_the_legend_and_wins_stack_first():
+    records = [
+        step(1, 1.0, **{"outcomes/missing": 2.0, "outcomes/win": 0.0, "outcomes/error": 0.0}),
+        step(2, 2.0, **{"outcomes/missing": 1.0, "outcomes/win": 1.0, "outcomes/error": 0.0}),
+    ]
+    outcomes_ax = metrics.plot_metrics(records).axes[1]
+    assert _legend(outcomes_ax) == ["win", "missing"]
+
+
+def test_steps_are_whole_numbers_on_the_x_axis():
+    figure = metrics.plot_metrics([step(1, 1.0), step(2, 2.0), step(3, 1.0)])
+    ticks = figure.axes[0].get_xticks()
+    assert all(float(tick).is_integer() for tick in ticks)
+
+
+def test_the_dashboard_has_six_titled_panels():
+    figure = metrics.plot_dashboard([step(1, 1.0, entropy=0.5), step(2, 2.0, entropy=0.4)], title="run x")
+    assert len(figure.axes) == 6
+    assert all(ax.get_title() for ax in figure.axes)
+    assert figure._suptitle.get_text() == "run x"
+
+
+def test_a_dashboard_panel_says_when_the_run_did_not_log_its_metric():
+    figure = metrics.plot_dashboard([step(1, 1.0), step(2, 2.0)])
+    clipped_ax = figure.axes[2]
+    assert not clipped_ax.lines
+    assert [text.get_text() for text in clipped_ax.texts] == ["not logged by this run"]
+
+
 def test_metrics_imports_no_torch():
     code = (
         "import sys, helpers.metrics; assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
