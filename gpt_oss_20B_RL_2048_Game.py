@@ -165,15 +165,17 @@ for name, source in attempts.items():
             "error": result.error,
         }
     )
-pd.DataFrame(rows)
+pd.DataFrame(rows).fillna("")
 
 # %% [markdown]
-# The board-writing strategy, live: it overwrote its own copy with 2048, yet the real game ends
-# without a win, because the game and the verdict live outside its reach.
+# The board-writing strategy, live: it wrote 2048 into its own copy of the board, yet the real game
+# below holds no 2048 tile: the game and the verdict live outside its reach, and the sandbox stopped
+# it once its moves no longer changed the board.
 
 # %%
 contained = from_config(config.game, seed=0)
-print(execute_strategy(attempts["writes 2048 on its board"], contained))
+played = execute_strategy(attempts["writes 2048 on its board"], contained)
+print(f"{played.state} after {played.steps} moves, largest tile {played.max_tile}: {played.error}")
 display(contained)
 
 # %% [markdown]
@@ -191,7 +193,9 @@ def answer(code: str, analysis: str = "") -> str:
 
 
 completions = {
-    "a sound strategy": answer(attempts["plays randomly"], analysis="analysis: random moves win often."),
+    "random moves (valid code)": answer(
+        attempts["plays randomly"], analysis="analysis: random moves win often."
+    ),
     "no code at all": "analysis: I would move left.assistantfinalMove left.",
     "a syntax error": answer(f"def strategy(board):\n    return {left}\n  oops("),
     "wrong signature": answer(f"def strategy(board, depth):\n    return {left}"),
@@ -211,28 +215,59 @@ pd.DataFrame(explain(list(completions.values()), config), index=list(completions
 # %% [markdown]
 # ## Baselines
 # How do simple strategies do on the configured board? Random moves, a fixed preference order, and
-# a greedy player that takes the move merging the most points now, each over the same seeded games.
+# a greedy player that takes the move merging the most points now, each over the same 100 seeded games.
 
 # %%
 from helpers.evaluate import PRESETS, compare_rows, evaluate_strategy
 
-EVAL_GAMES = 20
+EVAL_GAMES = 100
 baselines = [
     evaluate_strategy(name, config.game, n_games=EVAL_GAMES) for name in ("random", "fixed-order", "greedy")
 ]
 pd.DataFrame(compare_rows(baselines))
 
 # %% [markdown]
-# On the original 6x6 board, random moves win almost every game: the +20 win reward cannot tell a
-# good strategy from a random one. On a harder preset (4x4 to 512) random play almost never wins and
-# greedy play sometimes does. That is why the optional graded reward (`rewards={"graded": True}`)
-# scores a strategy against random play on the same seeds, and why `PRESETS` offers harder games.
+# Look at the win rates: on the original 6x6 board, random moves win nearly every game, and the
+# fixed order, which scores *more* than random play, wins fewer. The +20 win reward therefore pays a
+# random strategy almost as much as a good one: it checks that the code runs, not that it plays well.
 
 # %%
-harder = [
-    evaluate_strategy(name, PRESETS["4x4-512"], n_games=5 * EVAL_GAMES) for name in ("random", "greedy")
-]
+random_play = baselines[0]
+win_reward = {
+    r.name: config.rewards.success * r.win_rate + config.rewards.failed * (1 - r.win_rate) for r in baselines
+}
+print(
+    f"random moves win {random_play.win_rate:.0%} of {random_play.games} games on "
+    f"{config.game.size}x{config.game.size} to {config.game.target}; the win reward pays them "
+    f"{win_reward['random']:.1f} on average, greedy play {win_reward['greedy']:.1f}"
+)
+
+# %% [markdown]
+# On a harder preset, 4x4 to 512, random play almost never wins: there wins and scores separate the
+# strategies (`PRESETS` lists the variants; `game={"size": 4, "target": 512}` trains on this one).
+
+# %%
+HARDER = PRESETS["4x4-512"]
+harder = [evaluate_strategy(name, HARDER, n_games=EVAL_GAMES) for name in ("random", "fixed-order", "greedy")]
 pd.DataFrame(compare_rows(harder))
+
+# %% [markdown]
+# What each reward pays these strategies on 4x4 to 512, averaged over the same games. The win reward
+# (`strategy_succeeds`) pays +20 for a win and +2 for a loss; the graded reward (`strategy_graded`,
+# switched on by `rewards={"graded": True}`) pays `graded_scale * (score / random play's score - 1)`:
+# 0 for random play's level, +10 for twice its score. The win reward barely moves until a strategy
+# wins; the graded reward ranks every strategy by how much better than random it plays.
+
+# %%
+table, random_score = config.rewards, harder[0].mean_score
+pd.DataFrame(
+    {
+        "strategy": [report.name for report in harder],
+        "win rate": [report.win_rate for report in harder],
+        "win reward (mean)": [table.success * r.win_rate + table.failed * (1 - r.win_rate) for r in harder],
+        "graded reward (mean)": [table.graded_scale * (r.mean_score / random_score - 1) for r in harder],
+    }
+).round(2)
 
 # %% [markdown]
 # ## The model
@@ -280,7 +315,9 @@ pd.DataFrame(compare_rows(evaluate_generated(before, "before") + baselines))
 # ## GRPO training
 # Each step samples `num_generations` completions, rewards them in the sandbox, and updates the LoRA
 # weights; the plot redraws after every step and every step is also appended to `metrics.jsonl`
-# (the `training_dashboard` notebook reads it). A checkpoint is written every `save_steps`.
+# (the `training_dashboard` notebook reads it). A checkpoint is written every `save_steps`. Running
+# this cell again in the same `output_dir` stops with a `RunFolderError` rather than overwrite the
+# run: pass `resume=True` to continue it, or choose another `output_dir` in the configuration.
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.training import train
