@@ -129,14 +129,18 @@ pd.DataFrame(compare_rows(reports))
 
 # %% [markdown]
 # ## Plots
-# Final scores (left) and how often each largest tile was reached (right).
+# Final scores (left: the box holds the middle half of the games, the line is the median) and the
+# largest tile each game ended with (right: a game whose largest tile reached the target was won).
 
 # %%
 figure, (scores_ax, tiles_ax) = plt.subplots(1, 2, figsize=(12, 4))
 scores_ax.boxplot([report.scores for report in reports], tick_labels=[report.name for report in reports])
-scores_ax.set_ylabel("final score")
+scores_ax.set(title="final score per game", ylabel="score")
 tiles = pd.DataFrame({report.name: report.max_tile_counts for report in reports}).fillna(0).sort_index()
 (tiles / N_GAMES).T.plot.bar(stacked=True, ax=tiles_ax, colormap="viridis", rot=0)
-tiles_ax.set_ylabel("share of games")
+tiles_ax.set(title="largest tile at the end of the game", ylabel="share of games")
 tiles_ax.legend(title="largest tile", fontsize=8, bbox_to_anchor=(1, 1), loc="upper left")
+for ax in (scores_ax, tiles_ax):
+    ax.tick_params(axis="x", labelrotation=20)
+figure.suptitle(f"{game_config.size}x{game_config.size} to {game_config.target}, {N_GAMES} seeded games each")
 figure.tight_layout()
