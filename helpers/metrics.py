@@ -188,6 +188,8 @@ def _plot_rewards(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
 
 def _plot_outcomes(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
     """How each step's games ended, stacked; outcomes that never happened are left out of the legend."""
+    from matplotlib.ticker import MaxNLocator
+
     order = list(OUTCOME_COLORS)
     logged = [key for key in outcome_keys(records) if any(series(records, key)[1])]
     present = sorted(logged, key=lambda key: order.index(_label(key)) if _label(key) in order else len(order))
@@ -201,6 +203,7 @@ def _plot_outcomes(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
     ax.set_title("how the step's games ended", fontsize=10)
     ax.set_ylabel("games")
     _style_step_axis(ax)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_metrics(records: Sequence[Mapping[str, Any]], figure: Any = None, title: str = "") -> Any:

@@ -130,6 +130,12 @@ def test_outcomes_that_never_happened_stay_out_of_the_legend_and_wins_stack_firs
     assert _legend(outcomes_ax) == ["win", "missing"]
 
 
+def test_game_counts_are_whole_numbers_on_the_outcomes_axis():
+    records = [step(1, 1.0, **{"outcomes/missing": 2.0}), step(2, 2.0, **{"outcomes/missing": 1.0})]
+    ticks = metrics.plot_metrics(records).axes[1].get_yticks()
+    assert all(float(tick).is_integer() for tick in ticks)
+
+
 def test_steps_are_whole_numbers_on_the_x_axis():
     figure = metrics.plot_metrics([step(1, 1.0), step(2, 2.0), step(3, 1.0)])
     ticks = figure.axes[0].get_xticks()
