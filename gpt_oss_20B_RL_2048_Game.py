@@ -316,13 +316,14 @@ pd.DataFrame(compare_rows(evaluate_generated(before, "before") + baselines))
 # Each step samples `num_generations` completions, rewards them in the sandbox, and updates the LoRA
 # weights; the plot redraws after every step and every step is also appended to `metrics.jsonl`
 # (the `training_dashboard` notebook reads it). A checkpoint is written every `save_steps`. Running
-# this cell again in the same `output_dir` stops with a `RunFolderError` rather than overwrite the
-# run: pass `resume=True` to continue it, or choose another `output_dir` in the configuration.
+# this cell again continues the run from its latest checkpoint (`resume="auto"`) up to `max_steps`,
+# and never overwrites it; settings that differ from the run's stop it with a `RunFolderError` that
+# names them: choose another `output_dir` in the configuration for a new run.
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.training import train
 
-result = train(config, model=model, tokenizer=tokenizer)
+result = train(config, resume="auto", model=model, tokenizer=tokenizer)
 print(f"{result.global_step} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
 
 # %% [markdown]

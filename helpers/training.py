@@ -232,16 +232,19 @@ def saved_config(
     return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
 
 
-def prepare_run_folder(config: Config, resume: bool) -> Path | None:
+def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
     """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
 
     A fresh run refuses a folder that already holds checkpoints; a resumed run needs a checkpoint and
     the same settings (apart from `RESUMABLE_CHANGES`). Raises `RunFolderError` otherwise.
+    `resume="auto"` resumes when the folder holds a checkpoint and starts afresh when it does not.
     """
     folder = Path(config.training.output_dir)
     saved_path = folder / RUN_CONFIG_FILE
     checkpoint = latest_checkpoint(folder)
     current = as_dict(config)
+    if resume == "auto":
+        resume = checkpoint is not None
     if resume:
         if checkpoint is None:
             raise RunFolderError(f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder")
@@ -420,7 +423,7 @@ def start_reward_pool(config: Config) -> Any:
 
 def train(
     config: Config,
-    resume: bool = False,
+    resume: bool | str = False,
     model: Any = None,
     tokenizer: Any = None,
     live_plot: bool | None = None,
@@ -431,12 +434,25 @@ def train(
 
     `model`/`tokenizer` default to `load_model(config)`; pass them to reuse an already loaded model
     (its LoRA adapters are trained in place). `live_plot` defaults to True inside a notebook.
-    `resume=True` continues the run in `output_dir` from its latest checkpoint.
+    `resume=True` continues the run in `output_dir` from its latest checkpoint; `resume="auto"` does so
+    when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
     from helpers.model import import_unsloth_if_used, load_model
 
     check_batch_sizes(config)
     checkpoint = prepare_run_folder(config, resume)
+    done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
+    if done >= config.training.max_steps:  # the trainer would run one step past the end
+        log.info("%s is at step %d of %d: nothing to train", checkpoint, done, config.training.max_steps)
+        records = read_metrics(metrics_path(config.training.output_dir))
+        return TrainResult(
+            output_dir=config.training.output_dir,
+            global_step=done,
+            checkpoint=str(checkpoint),
+            resumed_from=str(checkpoint),
+            seconds=0.0,
+            last_metrics=records[-1] if records else {},
+        )
     start_reward_pool(config)
     import_unsloth_if_used(config)
     from transformers import PrinterCallback

@@ -230,3 +230,21 @@ def test_a_fresh_run_keeps_an_earlier_log_without_checkpoints(tmp_path):
     kept = list(folder.glob("metrics-before-*.jsonl"))
     assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 3
     assert not (folder / "metrics.jsonl").exists()
+
+
+def test_auto_resume_continues_a_run_and_starts_a_new_one(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    assert training.prepare_run_folder(config, resume="auto") is None  # nothing there: a fresh run
+    fake_run(tmp_path, config, steps=(2, 4))
+    assert training.prepare_run_folder(config, resume="auto").name == "checkpoint-4"
+    changed = replace(config, training=replace(config.training, lora_rank=8))
+    with pytest.raises(RunFolderError, match="other settings"):
+        training.prepare_run_folder(changed, resume="auto")
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = fake_run(tmp_path, config, steps=(2, 4), logged=4)
+    result = training.train(replace_steps(config, 4), resume="auto")  # no model is loaded on this path
+    assert (result.global_step, result.seconds, result.checkpoint) == (4, 0.0, str(folder / "checkpoint-4"))
+    assert training.latest_checkpoint(folder).name == "checkpoint-4" and result.last_metrics["step"] == 4
