@@ -30,11 +30,12 @@ from __future__ import annotations
 import html
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import ipywidgets as widgets
 
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import DIRECTIONS, GameBoard, render_html
+from helpers.game import DIRECTIONS, GameBoard, from_config, render_html
 from helpers.sandbox import GameResult, execute_strategy
 
 Strategy = Callable[[list[list[int]]], object]
@@ -68,10 +69,10 @@ class BoardWidget(widgets.VBox):
         speed: int = 5,
         sandbox_config: SandboxConfig | None = None,
     ) -> None:
-        self._size = size or (game_config.size if game_config else 6)
-        self._target = target or (game_config.target if game_config else 2048)
-        self._probability_fours = game_config.probability_fours if game_config else 0.10
-        self._keymap_name = keymap or (game_config.keymap if game_config else "bepo")
+        overrides = {"size": size, "target": target, "keymap": keymap}
+        self.game_config = replace(
+            game_config or GameConfig(), **{name: value for name, value in overrides.items() if value}
+        )
         self.sandbox_config = sandbox_config or SandboxConfig()
         self.game = self._new_game(seed)
         self.strategy: Strategy | str | None = strategy
@@ -244,13 +245,7 @@ class BoardWidget(widgets.VBox):
         return False
 
     def _new_game(self, seed: int | None) -> GameBoard:
-        return GameBoard(
-            size=self._size,
-            seed=seed,
-            target=self._target,
-            probability_fours=self._probability_fours,
-            keymap=self._keymap_name,
-        )
+        return from_config(self.game_config, seed=seed)
 
     def _reject(self, key: object, message: str) -> bool:
         """Play an answer that is no key of the board (the game ends as failed, as in training)."""
