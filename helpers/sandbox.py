@@ -76,6 +76,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from helpers import _sandbox_worker as worker
@@ -366,9 +367,14 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
         A `StaticCheck`. `forbidden` wins over `malformed`; `well_formed` keeps the shape's verdict.
         Example: `check_source("import os\\ndef strategy(board):\\n    return 'a'").verdict == "forbidden"`.
     """
-    allowed = (config or SandboxConfig()).allowed_imports
     if not isinstance(source, str) or not source.strip():
         return StaticCheck("syntax_error", "no source code", False)
+    return _check_text(source, tuple((config or SandboxConfig()).allowed_imports))
+
+
+@lru_cache(maxsize=256)  # sources are at most MAX_SOURCE_CHARS: at most about 25 MB
+def _check_text(source: str, allowed: tuple[str, ...]) -> StaticCheck:
+    """`check_source` for a non-empty string, remembered: the rewards and the pool check each source."""
     if len(source) > MAX_SOURCE_CHARS:
         return StaticCheck("malformed", f"source longer than {MAX_SOURCE_CHARS} characters", False)
     try:

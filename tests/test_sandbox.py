@@ -615,3 +615,10 @@ def test_sandbox_and_rewards_import_without_torch():
     done = _run_python(["-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_source_is_parsed_once_per_allow_list():
+    source = "import heapq\ndef strategy(board):\n    return 'a'\n"
+    assert check_source(source) is check_source(source)  # the rewards and the pool both ask
+    narrow = SandboxConfig(allowed_imports=("math",))
+    assert (check_source(source).verdict, check_source(source, narrow).verdict) == ("ok", "forbidden")
