@@ -9,9 +9,10 @@ not), export again, and drop the experts' deltas from a merged export to see the
 records what Unsloth's own `save_method="mxfp4"` does with this stack.
 
 The tiny model stores its experts stacked (the transformers layout). Unsloth 2026.10.7's 4-bit
-loader reads per-expert weights instead and left them (and the router) randomly initialised, which
-this run found; `load_model` now refuses that combination, so the 4-bit mode stops at loading with
-that message (see benchmarks/RESULTS.md).
+loader reads one module per expert instead and, given the stacked file, left the experts and the
+router randomly initialised (an earlier run of this script found it). `load_model` now hands it a
+per-expert copy (`helpers.layout`), and the run checks that the loaded weights are the checkpoint's:
+the 4-bit experts dequantized against the file's, the router exactly.
 
     export PYTHONPATH=$PWD/.gpu-site:$PWD PYTHONUNBUFFERED=1
     python benchmarks/gpu_smoke.py --out "$OUT"
@@ -127,6 +128,50 @@ def train_and_export(stages: Stages, model: Any, tokenizer: Any, config: Any, po
             stages.note(f"export {fmt} after 3 steps", **check_facts(exported))
 
 
+def weights_match_checkpoint(model: Any, folder: Path) -> dict[str, Any]:
+    """Relative error between the loaded expert and router weights of layer 0 and the checkpoint's.
+
+    About 0.1 for 4-bit NF4 experts and 0 for 16-bit ones; a weight left randomly initialised
+    differs by about 1.4 (two independent draws of the same scale). Raises when one is off.
+    """
+    import re
+
+    from safetensors.torch import load_file
+
+    checkpoint = load_file(str(folder / "model.safetensors"))
+    expected = {
+        "expert 1 gate_up": checkpoint["model.layers.0.mlp.experts.gate_up_proj"][1].float(),
+        "router": checkpoint["model.layers.0.mlp.router.weight"].float(),
+    }
+    found: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        if re.search(r"layers\.0\.mlp\.experts\.gate_up_projs\.1$", name):  # 4-bit: nn.Linear per expert
+            weight = getattr(module, "base_layer", module).weight
+            state = getattr(weight, "quant_state", None)
+            if state is not None:
+                import bitsandbytes.functional as bnb
+
+                found["expert 1 gate_up"] = bnb.dequantize_4bit(weight.data, state).float().t()
+                found["expert quantized"] = True
+            else:
+                found["expert 1 gate_up"] = weight.float().t()
+    for name, parameter in model.named_parameters():
+        if re.search(r"layers\.0\.mlp\.experts\.(base_layer\.)*gate_up_proj$", name) and parameter.dim() == 3:
+            found["expert 1 gate_up"] = parameter[1].float()
+        if re.search(r"layers\.0\.mlp\.router\.(base_layer\.)*(linear\.)?weight$", name):
+            found["router"] = parameter.float()
+    facts: dict[str, Any] = {"expert quantized": found.pop("expert quantized", False)}
+    for key, want in expected.items():
+        if key not in found:
+            raise AssertionError(f"no {key} weight found in the loaded model")
+        got = found[key].detach().cpu()
+        facts[f"{key} relative error"] = round(float((got - want).norm() / want.norm()), 4)
+    bad = {key: value for key, value in facts.items() if "error" in key and value > 0.2}
+    if bad:
+        raise AssertionError(f"loaded weights are not the checkpoint's: {bad}")
+    return facts
+
+
 def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]:
     """Everything for one mode, in this process; returns the record written to gpu_smoke-<mode>.json.
 
@@ -158,6 +203,9 @@ def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]
         dataset_size=64,
         max_completion_length=64,  # a random model never stops: shorter completions, same code path
     )
+    from helpers.model import unsloth_model_path
+
+    stages.note("what Unsloth loads", path=unsloth_model_path(config))
     loaded = stages.run("load_model (Unsloth + LoRA)", load_model, config)
     if loaded is None:
         return {"mode": mode, "profile": MODES[mode], "stages": stages.results}
@@ -180,6 +228,9 @@ def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]
         embedding_device=str(model.get_input_embeddings().weight.device),
         gpu_memory_gib=round(torch.cuda.memory_allocated() / 2**30, 3) if torch.cuda.is_available() else 0,
     )
+    loaded_weights = stages.run("loaded weights are the checkpoint's", weights_match_checkpoint, model, tiny)
+    if loaded_weights:
+        stages.note("loaded weights are the checkpoint's", **loaded_weights)
     from helpers import export
 
     if not exports_only:

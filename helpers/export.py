@@ -189,6 +189,7 @@ def save_merged_16bit(model: Any, tokenizer: Any, training: TrainingConfig, path
     """Base weights plus LoRA deltas, in bfloat16; the in-memory model keeps its adapters."""
     if hasattr(model, "save_pretrained_merged"):  # Unsloth
         model.save_pretrained_merged(str(path), tokenizer, save_method="merged_16bit")
+        restack_experts(path)
         return
     import torch
     from peft import PeftModel
@@ -199,6 +200,25 @@ def save_merged_16bit(model: Any, tokenizer: Any, training: TrainingConfig, path
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.to(torch.bfloat16).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
+
+
+def restack_experts(path: Path) -> bool:
+    """Rewrite a merged checkpoint whose experts are per-expert modules into the stacked layout, in place.
+
+    Unsloth merges a model it loaded in 4-bit from a local per-expert copy (`helpers.layout`) into
+    that copy's layout, which plain transformers, vLLM and the MXFP4 packer do not read. Returns
+    whether anything was rewritten.
+    """
+    from helpers.layout import convert_checkpoint, expert_layout
+
+    if expert_layout(path) != "per-expert":
+        return False
+    stacked = path.with_name(path.name + ".stacked")
+    shutil.rmtree(stacked, ignore_errors=True)
+    convert_checkpoint(path, stacked, "stacked")
+    shutil.rmtree(path)
+    stacked.rename(path)
+    return True
 
 
 def quantize_mxfp4(weight: Any) -> tuple[Any, Any]:

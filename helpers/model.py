@@ -5,7 +5,9 @@ through Unsloth's `FastLanguageModel` (4-bit or 16-bit base, embedding offload, 
 gradient checkpointing). Everywhere else it uses transformers + peft: LoRA on the attention
 projections, and on the mixture-of-experts weights through peft's `target_parameters`, because
 gpt-oss keeps its experts as two stacked `nn.Parameter`s per layer (`mlp.experts.gate_up_proj`,
-`mlp.experts.down_proj`) rather than as `nn.Linear` modules.
+`mlp.experts.down_proj`) rather than as `nn.Linear` modules. Unsloth's 4-bit loader reads the other
+layout (one `nn.Linear` per expert): a local stacked checkpoint loaded in 4-bit goes to Unsloth as a
+per-expert copy (`unsloth_model_path`, `helpers.layout`).
 
 `make_tiny_model(path)` writes a random `GptOssForCausalLM` of the real architecture (2 layers,
 4 experts, hidden size 64) and a byte-level BPE tokenizer trained here, on the task prompt and some
@@ -169,22 +171,7 @@ def ensure_tiny_model(config: Config | TrainingConfig) -> Path | None:
     return path
 
 
-def checkpoint_tensor_names(folder: str | os.PathLike) -> list[str]:
-    """Names of the tensors in a local safetensors checkpoint (read from headers, no weights loaded)."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return list(json.loads(index.read_text())["weight_map"])
-    names: list[str] = []
-    for shard in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(shard), framework="pt") as file:
-            names.extend(file.keys())
-    return names
-
-
-def _check_loadable(training: TrainingConfig, gpu: bool, unsloth: bool = False) -> None:
+def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
     """Raise `ModelLoadError` with a remedy when this machine cannot load the configured model."""
     if not gpu and (training.profile in GPU_PROFILES or training.load_in_4bit):
         raise ModelLoadError(
@@ -196,15 +183,6 @@ def _check_loadable(training: TrainingConfig, gpu: bool, unsloth: bool = False) 
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
             raise ModelLoadError(f"model folder {name} has no config.json: it is not a saved model.")
-        stacked = any(key.endswith(".mlp.experts.gate_up_proj") for key in checkpoint_tensor_names(name))
-        if unsloth and training.load_in_4bit and stacked:
-            raise ModelLoadError(
-                f"{name} stores the gpt-oss experts stacked (the transformers layout), and Unsloth's 4-bit "
-                "loader reads per-expert weights (experts.gate_up_projs.N, router.linear): it would leave the "
-                "experts and the router randomly initialised (benchmarks/RESULTS.md, GPU smoke run). Load this "
-                "folder in 16-bit (load_in_4bit=false), or train in 4-bit from unsloth/gpt-oss-20b, which "
-                "Unsloth maps to its pre-quantized per-expert checkpoint."
-            )
         return
     looks_like_path = (
         name.startswith((".", "/", "~")) or name.count("/") != 1 or training.profile == "cpu-tiny"
@@ -239,7 +217,7 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     unsloth = import_unsloth_if_used(training)  # first: building the tiny model imports transformers
     ensure_tiny_model(training)
     gpu = cuda_available()
-    _check_loadable(training, gpu, unsloth)
+    _check_loadable(training, gpu)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise ModelLoadError(
             f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
@@ -250,11 +228,31 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     return _load_with_peft(training, gpu, adapter)
 
 
+def unsloth_model_path(config: Config | TrainingConfig) -> str:
+    """What Unsloth is asked to load for `training.model_name`.
+
+    A Hugging Face id, or a local checkpoint Unsloth reads as it is. A local gpt-oss checkpoint with
+    stacked (or MXFP4) experts loaded in 4-bit becomes its per-expert copy (`helpers.layout`):
+    Unsloth's 4-bit loader reads one module per expert and would otherwise leave the experts and the
+    router randomly initialised (benchmarks/RESULTS.md, GPU smoke run).
+    """
+    from helpers.layout import LayoutError, expert_layout, per_expert_copy
+
+    training = _training(config)
+    name = training.model_name
+    if not (training.load_in_4bit and Path(name).is_dir() and expert_layout(name) in ("stacked", "mxfp4")):
+        return name
+    try:
+        return str(per_expert_copy(name))
+    except LayoutError as error:
+        raise ModelLoadError(str(error)) from error
+
+
 def _load_with_unsloth(training: TrainingConfig, adapter: str | os.PathLike | None) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=str(adapter) if adapter is not None else training.model_name,
+        model_name=str(adapter) if adapter is not None else unsloth_model_path(training),
         max_seq_length=training.max_seq_length,
         load_in_4bit=training.load_in_4bit,
         offload_embedding=training.offload_embedding,
