@@ -286,7 +286,10 @@ def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
             for name in file.keys():  # noqa: SIM118 (safe_open is not a dict)
                 tensor = file.get_tensor(name)
                 if _is_expert_tensor(name) and tensor.dim() == 3:
-                    tensors[name + "_blocks"], tensors[name + "_scales"] = quantize_mxfp4(tensor)
+                    # Packed from bfloat16, the precision a merged checkpoint is read back in: a float32 one
+                    # (Unsloth keeps a float32 base's precision) otherwise rounds to other FP4 codes here.
+                    packed_pair = quantize_mxfp4(tensor.to(torch.bfloat16))
+                    tensors[name + "_blocks"], tensors[name + "_scales"] = packed_pair
                     packed += 1
                 else:
                     tensors[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor

@@ -194,3 +194,12 @@ def test_an_mxfp4_file_that_does_not_unpack_to_its_source_fails(exported, tmp_pa
         )
     assert check.verdict == "failed"
     assert "does not load back as the merged model" in check.message
+
+
+def test_a_float32_merged_checkpoint_packs_as_it_loads_back(tiny_model_dir, tmp_path):
+    """Unsloth keeps a float32 base's precision in merged_16bit; the GPU smoke run's packing check caught it."""
+    training = make_config("cpu-tiny", model_name=str(tiny_model_dir)).training
+    export.convert_to_mxfp4(tiny_model_dir, tmp_path / "mxfp4")  # the tiny model is saved in float32
+    ids = torch.tensor([[1, 5, 9, 200, 31, 44, 77, 12]])
+    packed, rounded = export.export_logits("mxfp4", tmp_path / "mxfp4", training, ids, str(tiny_model_dir))
+    assert float((packed - rounded).abs().max() / rounded.abs().max()) <= export.PACKING_TOLERANCE
