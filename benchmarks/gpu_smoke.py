@@ -45,6 +45,22 @@ sys.path.insert(0, str(ROOT))
 MODES = {"4bit": "dgx-spark", "16bit": "h100"}
 """Smoke modes and the profile each one uses (only the model folder and the step counts change)."""
 
+MODE_SETTINGS = {"4bit": {"gradient_checkpointing": "false"}}
+"""Settings a mode changes for the tiny model (`--set` overrides them). In 4-bit, the tiny model crashed in
+Unsloth 2026.10.7's compiled router with gradient checkpointing on (torch dynamo `StopIteration` in a
+guard, in the backward's recomputation with `unsloth`, in the next forward with `true`); the full-shape
+model trains in 4-bit with the profile's own `unsloth` checkpointing (benchmarks/RESULTS.md)."""
+
+
+def _innermost_frames(error: BaseException, count: int = 6) -> list[str]:
+    """The last frames of an error's traceback, first cause first (where a wrapped error began)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    frames = traceback.extract_tb(error.__traceback__)[-count:]
+    return [f"{Path(frame.filename).name}:{frame.lineno} {frame.name}: {frame.line}" for frame in frames] + [
+        f"{type(error).__name__}: {error}"[:300]
+    ]
+
 
 class Stages:
     """Runs named stages, records each one's time, result or error, and keeps going."""
@@ -62,6 +78,7 @@ class Stages:
                 "ok": False,
                 "seconds": round(time.perf_counter() - started, 2),
                 "error": f"{type(error).__name__}: {error}"[:2000],
+                "where": _innermost_frames(error),
             }
             traceback.print_exc()
             return None
@@ -85,13 +102,17 @@ def check_facts(result: Any) -> dict[str, Any]:
     }
 
 
-def train_and_export(stages: Stages, model: Any, tokenizer: Any, config: Any, pool: Any) -> None:
+def train_and_export(
+    stages: Stages, model: Any, tokenizer: Any, config: Any, pool: Any, generate_first: bool = True
+) -> None:
     """Strategies before training, 3 GRPO steps with the project's rewards, and the three exports."""
     from helpers.training import generate_strategies, train
 
-    before = stages.run(
-        "generate 2 strategies before training", generate_strategies, model, tokenizer, config, 2
-    )
+    before = None
+    if generate_first:
+        before = stages.run(
+            "generate 2 strategies before training", generate_strategies, model, tokenizer, config, 2
+        )
     if before:
         stages.note("generate 2 strategies before training", samples=[item.text[:120] for item in before])
     result = stages.run(
@@ -172,7 +193,13 @@ def weights_match_checkpoint(model: Any, folder: Path) -> dict[str, Any]:
     return facts
 
 
-def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]:
+def run_mode(
+    mode: str,
+    out: Path,
+    exports_only: bool = False,
+    generate_first: bool = True,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Everything for one mode, in this process; returns the record written to gpu_smoke-<mode>.json.
 
     `exports_only` skips generation, training and the exports after training (the adapters are
@@ -202,6 +229,7 @@ def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]
         save_steps=3,
         dataset_size=64,
         max_completion_length=64,  # a random model never stops: shorter completions, same code path
+        **{**MODE_SETTINGS.get(mode, {}), **(overrides or {})},
     )
     from helpers.model import unsloth_model_path
 
@@ -234,7 +262,7 @@ def run_mode(mode: str, out: Path, exports_only: bool = False) -> dict[str, Any]
     from helpers import export
 
     if not exports_only:
-        train_and_export(stages, model, tokenizer, config, pool)
+        train_and_export(stages, model, tokenizer, config, pool, generate_first)
 
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # stand in for a long training: adapters that change the model clearly
@@ -328,16 +356,29 @@ def main() -> int:
     )
     parser.add_argument("--modes", default=",".join(MODES), help="modes the driver runs, comma-separated")
     parser.add_argument("--exports-only", action="store_true", help="skip generation and training")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training setting, e.g. gradient_checkpointing=true",
+    )
+    parser.add_argument(
+        "--train-first", action="store_true", help="train without generating strategies before training"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.mode:
-        record = run_mode(args.mode, out, args.exports_only)
+        overrides = dict(pair.split("=", 1) for pair in args.set)
+        record = run_mode(args.mode, out, args.exports_only, not args.train_first, overrides)
+        record["settings"] = {**MODE_SETTINGS.get(args.mode, {}), **overrides}
         (out / f"gpu_smoke-{args.mode}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0
     records = []
     for mode in args.modes.split(","):
-        flags = ["--exports-only"] if args.exports_only else []
+        flags = ["--exports-only"] * args.exports_only + ["--train-first"] * args.train_first
+        flags += [item for pair in args.set for item in ("--set", pair)]
         child = subprocess.run(
             [sys.executable, __file__, "--out", str(out), "--mode", mode, *flags], check=False
         )

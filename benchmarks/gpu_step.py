@@ -95,6 +95,7 @@ CONFIGS = {
     c.name: c
     for c in [
         StepConfig("original", 2, 1, 4),
+        StepConfig("original-nogc", 2, 1, 4, gradient_checkpointing="false"),
         StepConfig("b8-g8", 8, 8, 1),
         StepConfig("b8-g16", 16, 8, 2),
         StepConfig("b16-g16", 16, 16, 1),
@@ -302,12 +303,17 @@ def alarm(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def ensure_checkpoint(path: Path, tiny: bool) -> dict[str, Any]:
-    """Build the random checkpoint in a separate process unless `path` holds one; its build report."""
+def ensure_checkpoint(path: Path, tiny: bool, layout: str = "stacked") -> dict[str, Any]:
+    """Build the random checkpoint in a separate process unless `path` holds one; its build report.
+
+    For a 4-bit load it is built `per-expert` (Unsloth's 4-bit layout), which saves the per-expert
+    copy `load_model` would otherwise write next to a stacked one (another 42 GB).
+    """
     report = path / "build_report.json"
     if not report.exists():
         command = [sys.executable, str(ROOT / "benchmarks" / "make_full_shape.py"), str(path)]
         command += ["--tiny", "--device", "cpu"] if tiny else ["--device", "cuda"]
+        command += ["--layout", layout]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         print(f"checkpoint built in {time.perf_counter() - start:.1f} s (process included)", flush=True)
@@ -704,7 +710,9 @@ def main() -> None:
     if args.steps is not None:
         configs = [replace(c, steps=args.steps) for c in configs]
 
-    build = ensure_checkpoint(Path(args.checkpoint), args.tiny)
+    build = ensure_checkpoint(
+        Path(args.checkpoint), args.tiny, "per-expert" if args.load_in_4bit else "stacked"
+    )
     print(f"checkpoint: {json.dumps(build)}", flush=True)
     if args.backend == "unsloth":
         import unsloth  # noqa: F401  (before trl and transformers, as Unsloth requires)

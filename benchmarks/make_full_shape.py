@@ -153,8 +153,14 @@ def build_tokenizer(vocab_size: int, extra_text: str = "") -> PreTrainedTokenize
     )
 
 
-def build_checkpoint(path: str | Path, tiny: bool = False, device: str = "cuda") -> BuildReport:
-    """Initialise the random model on `device` in bfloat16 and save it with its tokenizer to `path`."""
+def build_checkpoint(
+    path: str | Path, tiny: bool = False, device: str = "cuda", layout: str = "stacked"
+) -> BuildReport:
+    """Initialise the random model on `device` in bfloat16 and save it with its tokenizer to `path`.
+
+    `layout="per-expert"` writes the experts one `nn.Linear` per expert, as Unsloth's pre-quantized
+    4-bit gpt-oss checkpoints are laid out (`helpers.layout`), so a 4-bit load reads them directly.
+    """
     from helpers.prompts import build_prompt
 
     path = Path(path)
@@ -175,7 +181,15 @@ def build_checkpoint(path: str | Path, tiny: bool = False, device: str = "cuda")
     parameters = sum(p.numel() for p in model.parameters())
 
     start = time.perf_counter()
-    model.save_pretrained(path, max_shard_size="5GB")
+    if layout == "per-expert":
+        from helpers.layout import SHARD_BYTES, TensorSource, to_per_expert, write_shards
+
+        path.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(path)
+        tensors = to_per_expert(TensorSource(model.state_dict()))
+        write_shards(((name, tensor.cpu()) for name, tensor in tensors), path, SHARD_BYTES)
+    else:
+        model.save_pretrained(path, max_shard_size="5GB")
     build_tokenizer(config.vocab_size, extra_text=build_prompt()).save_pretrained(path)
     save_seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
@@ -196,8 +210,11 @@ def main() -> None:
     parser.add_argument("path", help="folder to write the checkpoint into")
     parser.add_argument("--tiny", action="store_true", help="a tiny model of the same class (CPU tests)")
     parser.add_argument("--device", default="cuda", help="where to initialise the weights (cuda or cpu)")
+    parser.add_argument(
+        "--layout", choices=("stacked", "per-expert"), default="stacked", help="how the experts are stored"
+    )
     args = parser.parse_args()
-    report = build_checkpoint(args.path, tiny=args.tiny, device=args.device)
+    report = build_checkpoint(args.path, tiny=args.tiny, device=args.device, layout=args.layout)
     print(json.dumps(asdict(report)), flush=True)
 
 

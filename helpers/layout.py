@@ -83,7 +83,20 @@ def expert_layout(folder: str | os.PathLike) -> str | None:
     return None
 
 
-class _Reader:
+class TensorSource:
+    """Tensors by name, in order: a dict of tensors (a model's state dict) or, below, a checkpoint."""
+
+    def __init__(self, tensors: dict[str, Any]) -> None:
+        self.tensors = tensors
+        self.names: dict[str, Any] = dict.fromkeys(tensors)
+
+    def get(self, name: str) -> Any:
+        if name not in self.tensors:
+            raise LayoutError(f"tensor {name} is missing")
+        return self.tensors[name]
+
+
+class _Reader(TensorSource):
     """Tensors of a checkpoint by name, each shard opened once."""
 
     def __init__(self, folder: Path, names: dict[str, str]) -> None:
@@ -98,7 +111,7 @@ class _Reader:
         return self.files[self.names[name]].get_tensor(name)
 
 
-def _to_per_expert(reader: _Reader) -> Iterator[tuple[str, Any]]:
+def to_per_expert(reader: TensorSource) -> Iterator[tuple[str, Any]]:
     """The per-expert layout's tensors, in the source's order (stacked or MXFP4 source)."""
     for name in reader.names:
         stacked, router = STACKED.match(name), ROUTER.match(name)
@@ -122,7 +135,7 @@ def _to_per_expert(reader: _Reader) -> Iterator[tuple[str, Any]]:
             yield name, reader.get(name)
 
 
-def _to_stacked(reader: _Reader) -> Iterator[tuple[str, Any]]:
+def to_stacked(reader: TensorSource) -> Iterator[tuple[str, Any]]:
     """The stacked layout's tensors: each expert group at the place of its first expert."""
     import torch
 
@@ -154,7 +167,7 @@ def _to_stacked(reader: _Reader) -> Iterator[tuple[str, Any]]:
             yield name, reader.get(name)
 
 
-def _write_shards(tensors: Iterator[tuple[str, Any]], folder: Path, shard_bytes: int) -> int:
+def write_shards(tensors: Iterator[tuple[str, Any]], folder: Path, shard_bytes: int) -> int:
     """Save tensors as safetensors shards of at most `shard_bytes` (with an index when several); their count."""
     from safetensors.torch import save_file
 
@@ -225,10 +238,10 @@ def convert_checkpoint(
     staging.mkdir(parents=True)
     try:
         reader = _Reader(source, tensor_names(source))
-        tensors = _to_per_expert(reader) if layout == "per-expert" else _to_stacked(reader)
+        tensors = to_per_expert(reader) if layout == "per-expert" else to_stacked(reader)
         if found == "mxfp4":
             tensors = ((name, t.to(torch.bfloat16) if t.is_floating_point() else t) for name, t in tensors)
-        _write_shards(tensors, staging, shard_bytes)
+        write_shards(tensors, staging, shard_bytes)
         for extra in source.iterdir():
             if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in NOT_COPIED:
                 shutil.copy2(extra, staging / extra.name)

@@ -133,7 +133,7 @@ def test_an_interrupted_conversion_leaves_nothing_behind(tiny_model_dir, tmp_pat
     def fail(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(layout, "_write_shards", fail)
+    monkeypatch.setattr(layout, "write_shards", fail)
     with pytest.raises(KeyboardInterrupt):
         convert_checkpoint(tiny_model_dir, tmp_path / "out", "per-expert")
     assert list(tmp_path.iterdir()) == []
@@ -205,3 +205,22 @@ def test_a_merged_export_in_the_per_expert_layout_is_restacked(tiny_model_dir, p
     assert original.keys() == saved.keys() and all(torch.equal(original[k], saved[k]) for k in original)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
     assert not export.restack_experts(path)  # already stacked: nothing to do
+
+
+def test_the_benchmark_builds_the_same_random_model_in_either_layout(tmp_path, monkeypatch):
+    """benchmarks/make_full_shape.py --layout per-expert (the 4-bit throughput runs) is the stacked model, rewritten."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_full_shape.py"
+    spec = importlib.util.spec_from_file_location("make_full_shape", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_full_shape", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    module.build_checkpoint(tmp_path / "stacked", tiny=True, device="cpu")
+    module.build_checkpoint(tmp_path / "per-expert", tiny=True, device="cpu", layout="per-expert")
+    assert expert_layout(tmp_path / "per-expert") == "per-expert"
+    back = convert_checkpoint(tmp_path / "per-expert", tmp_path / "back", "stacked")
+    stacked, restored = weights(tmp_path / "stacked"), weights(back)
+    assert stacked.keys() == restored.keys() and all(torch.equal(stacked[k], restored[k]) for k in stacked)
