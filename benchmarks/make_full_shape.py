@@ -186,7 +186,7 @@ def build_checkpoint(
 
         path.mkdir(parents=True, exist_ok=True)
         model.config.save_pretrained(path)
-        tensors = to_per_expert(TensorSource(model.state_dict()))
+        tensors = to_per_expert(TensorSource.of(model.state_dict()))
         write_shards(((name, tensor.cpu()) for name, tensor in tensors), path, SHARD_BYTES)
     else:
         model.save_pretrained(path, max_shard_size="5GB")

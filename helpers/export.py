@@ -274,6 +274,8 @@ def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from helpers.layout import copy_other_files
+
     shards = sorted(merged_dir.glob("*.safetensors"))
     if not shards:
         raise ExportError(f"no safetensors weights in {merged_dir}: cannot pack MXFP4")
@@ -310,9 +312,7 @@ def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
     }
     config["dtype"] = "bfloat16"
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for extra in merged_dir.iterdir():
-        if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in WRITTEN_BY_MXFP4:
-            shutil.copy2(extra, path / extra.name)
+    copy_other_files(merged_dir, path, skip=WRITTEN_BY_MXFP4)
 
 
 # --- verification ------------------------------------------------------------------------------------

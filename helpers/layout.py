@@ -29,7 +29,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,31 +84,29 @@ def expert_layout(folder: str | os.PathLike) -> str | None:
 
 
 class TensorSource:
-    """Tensors by name, in order: a dict of tensors (a model's state dict) or, below, a checkpoint."""
+    """Tensors by name, in order, loaded when asked for: a model's state dict (`of`) or a checkpoint (`checkpoint`)."""
 
-    def __init__(self, tensors: dict[str, Any]) -> None:
-        self.tensors = tensors
-        self.names: dict[str, Any] = dict.fromkeys(tensors)
+    def __init__(self, names: Iterable[str], load: Callable[[str], Any]) -> None:
+        self.names = dict.fromkeys(names)
+        self.load = load
 
-    def get(self, name: str) -> Any:
-        if name not in self.tensors:
-            raise LayoutError(f"tensor {name} is missing")
-        return self.tensors[name]
+    @classmethod
+    def of(cls, tensors: dict[str, Any]) -> TensorSource:
+        return cls(tensors, tensors.__getitem__)
 
-
-class _Reader(TensorSource):
-    """Tensors of a checkpoint by name, each shard opened once."""
-
-    def __init__(self, folder: Path, names: dict[str, str]) -> None:
+    @classmethod
+    def checkpoint(cls, folder: Path) -> TensorSource:
+        """A local safetensors checkpoint, each shard opened once."""
         from safetensors import safe_open
 
-        self.names = names
-        self.files = {shard: safe_open(str(folder / shard), framework="pt") for shard in set(names.values())}
+        shards = tensor_names(folder)
+        files = {shard: safe_open(str(folder / shard), framework="pt") for shard in set(shards.values())}
+        return cls(shards, lambda name: files[shards[name]].get_tensor(name))
 
     def get(self, name: str) -> Any:
         if name not in self.names:
-            raise LayoutError(f"tensor {name} is missing from the checkpoint")
-        return self.files[self.names[name]].get_tensor(name)
+            raise LayoutError(f"tensor {name} is missing")
+        return self.load(name)
 
 
 def to_per_expert(reader: TensorSource) -> Iterator[tuple[str, Any]]:
@@ -167,29 +165,29 @@ def to_stacked(reader: TensorSource) -> Iterator[tuple[str, Any]]:
             yield name, reader.get(name)
 
 
-def write_shards(tensors: Iterator[tuple[str, Any]], folder: Path, shard_bytes: int) -> int:
+def write_shards(tensors: Iterable[tuple[str, Any]], folder: Path, shard_bytes: int) -> int:
     """Save tensors as safetensors shards of at most `shard_bytes` (with an index when several); their count."""
     from safetensors.torch import save_file
 
-    shards: list[dict[str, Any]] = [{}]
-    sizes = [0]
     written: list[str] = []
+    shard_of: dict[str, int] = {}
+    current: dict[str, Any] = {}
+    size = 0
 
     def flush() -> None:
         name = f"part-{len(written):05d}.safetensors"
-        save_file(shards[-1], str(folder / name), metadata={"format": "pt"})
+        save_file(current, str(folder / name), metadata={"format": "pt"})
         written.append(name)
 
-    weight_map: dict[str, int] = {}
     for name, tensor in tensors:
-        size = tensor.numel() * tensor.element_size()
-        if shards[-1] and sizes[-1] + size > shard_bytes:
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > shard_bytes:
             flush()
-            shards[-1], sizes[-1] = {}, 0
-        shards[-1][name] = tensor
-        sizes[-1] += size
-        weight_map[name] = len(written)
-    if shards[-1] or not written:
+            current, size = {}, 0
+        current[name] = tensor
+        size += nbytes
+        shard_of[name] = len(written)
+    if current or not written:
         flush()
     count = len(written)
     final = (
@@ -200,9 +198,16 @@ def write_shards(tensors: Iterator[tuple[str, Any]], folder: Path, shard_bytes: 
     for old, new in zip(written, final, strict=True):
         (folder / old).rename(folder / new)
     if count > 1:
-        index = {"metadata": {}, "weight_map": {name: final[shard] for name, shard in weight_map.items()}}
+        index = {"metadata": {}, "weight_map": {name: final[shard] for name, shard in shard_of.items()}}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return count
+
+
+def copy_other_files(source: Path, destination: Path, skip: frozenset[str] = NOT_COPIED) -> None:
+    """Copy a checkpoint's files other than its weights (config, tokenizer, template) unless named in `skip`."""
+    for extra in source.iterdir():
+        if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in skip:
+            shutil.copy2(extra, destination / extra.name)
 
 
 def convert_checkpoint(
@@ -237,14 +242,12 @@ def convert_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        reader = _Reader(source, tensor_names(source))
+        reader = TensorSource.checkpoint(source)
         tensors = to_per_expert(reader) if layout == "per-expert" else to_stacked(reader)
         if found == "mxfp4":
             tensors = ((name, t.to(torch.bfloat16) if t.is_floating_point() else t) for name, t in tensors)
         write_shards(tensors, staging, shard_bytes)
-        for extra in source.iterdir():
-            if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in NOT_COPIED:
-                shutil.copy2(extra, staging / extra.name)
+        copy_other_files(source, staging)
         if found == "mxfp4":
             config = json.loads((staging / "config.json").read_text())
             config.pop("quantization_config", None)
