@@ -426,6 +426,15 @@ class GameResult:
     that rejected code and a game of more than `MAX_RECORDED_KEYS` keys keep none.
     """
 
+    @property
+    def invalid_key(self) -> bool:
+        """Whether the game ended because the strategy answered something that is not a key.
+
+        An invalid key, an empty string or a non-string ends the game as `failed`, and only such an
+        end carries an `error`: a game that ran out of moves by the rules has none.
+        """
+        return self.state == "failed" and self.error is not None
+
 
 @dataclass
 class _Job:

@@ -244,12 +244,23 @@ def test_an_invalid_key_fails_the_game_after_one_move():
     result = execute_strategy("def strategy(board):\n    return 'left'\n", GameBoard(seed=1), config=FAST)
     assert (result.state, result.steps) == ("failed", 1)
     assert result.error == "invalid key 'left'"
+    assert result.invalid_key
+
+
+def test_a_game_lost_by_the_rules_is_not_an_invalid_key():
+    result = execute_strategy(
+        "def strategy(board):\n    import random\n    return random.choice('éuai')\n",
+        GameBoard(size=3, target=2048, seed=1),
+        config=FAST,
+    )
+    assert (result.state, result.error, result.invalid_key) == ("failed", None, False)
 
 
 @pytest.mark.parametrize("value", ["None", "3", "['a']", "b'a'", "chr(0xD800)"])
 def test_a_non_string_return_fails_the_game(value):
     result = execute_strategy(f"def strategy(board):\n    return {value}\n", GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("failed", "returned something that is not a key")
+    assert result.invalid_key
 
 
 def test_keys_are_stripped_and_case_insensitive_as_in_the_game():
