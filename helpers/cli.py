@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROFILES, Config, make_config
+from helpers.config import PROFILES, Config, EvalConfig, make_config
+from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -188,57 +189,90 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"profile {config.training.profile}: {config.profile_reason}")
     print(f"log: {log_path}")
     result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
+    records = read_metrics(metrics_path(result.output_dir))
     print(
         f"trained to step {result.global_step} in {result.seconds:.0f} s; latest checkpoint: {result.checkpoint}\n"
-        f"metrics: {Path(result.output_dir) / 'metrics.jsonl'}\n"
-        f"continue with: python -m helpers train --output-dir {result.output_dir} --resume --max-steps N"
+        f"learnt: {learning_line(records)}\n"
+        f"metrics: {metrics_path(result.output_dir)}; every completion: {completions_path(result.output_dir)}"
     )
+    if config.training.profile in ("cpu", "cpu-tiny"):
+        print(
+            "what a GPU adds: this small model learns to answer with a well-formed function that keeps the "
+            "rules, but is too small to write one that plays well (benchmarks/RESULTS.md, Learning); on a GPU "
+            "the same command trains gpt-oss-20b itself (README.md, Hardware profiles)"
+        )
+    if result.checkpoint:
+        print(f"held-out evaluation: {_command()} evaluate --checkpoint {result.checkpoint}")
+    print(f"continue with: {_command()} train --output-dir {result.output_dir} --resume --max-steps N")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Generate strategies from a checkpoint and score them against the baselines."""
+    """Held-out evaluation: strategies sampled from the trained and the untrained model, and the
+    baselines, on games training never played; writes a table, a plot and the strategies."""
     from dataclasses import replace
 
-    from helpers.evaluate import BASELINES, PRESETS, compare, evaluate_strategy
+    from helpers.evaluate import BASELINES, PRESETS
+    from helpers.heldout import (
+        check_held_out,
+        evaluate_models,
+        heldout_folder,
+        markdown_table,
+        summary_rows,
+        write_report,
+    )
     from helpers.model import load_model
-    from helpers.training import generate_strategies, start_reward_pool
+    from helpers.training import start_reward_pool
 
     run = run_folder_of(args.checkpoint)
     config = build_config(args, saved_run=run)
-    game = config.game
     if args.preset:
         if args.preset not in PRESETS:
             raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-        game = replace(PRESETS[args.preset], keymap=config.game.keymap)
-    baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
+        config = replace(config, game=replace(PRESETS[args.preset], keymap=config.game.keymap))
+    baselines = tuple(name.strip() for name in args.baselines.split(",") if name.strip())
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise UsageError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    if args.strategies < 1 or args.games < 1:
+        raise UsageError("--strategies and --games must be at least 1")
+    evaluation = EvalConfig(strategies=args.strategies, games=args.games, seed=args.seed, baselines=baselines)
+    with _settings_mistakes():
+        seeds = check_held_out(config, evaluation)
+    folder = Path(args.output) if args.output else None
+    if folder is None:
+        folder = (
+            heldout_folder(args.checkpoint)
+            if args.checkpoint
+            else Path(config.training.output_dir) / "heldout-untrained"
+        )
     start_log(run or config.training.output_dir, args)
     start_reward_pool(config)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
+    game = config.game
     print(
         f"model: {config.training.model_name}"
         + (f" + {args.checkpoint}" if args.checkpoint else " (untrained)")
+        + f"; {args.strategies} strategies from each model, {args.games} held-out games each "
+        f"(seeds {seeds[0]}..{seeds[-1]}), {game.size}x{game.size} to {game.target}"
     )
-    strategies = generate_strategies(model, tokenizer, config, n=args.strategies)
-    reports = []
-    for number, strategy in enumerate(strategies, start=1):
-        name = f"model #{number}"
-        if strategy.source is None:
-            print(f"{name}: no strategy in the completion: {strategy.text[:200]!r}")
-            continue
-        print(f"{name}:\n{strategy.source}")
-        reports.append(
-            evaluate_strategy(strategy.source, game, args.games, args.seed, config.sandbox, name=name)
-        )
-    reports += [evaluate_strategy(name, game, args.games, args.seed, config.sandbox) for name in baselines]
-    print(f"\n{args.games} games each, seeds {args.seed}..{args.seed + args.games - 1}, {game}\n")
-    print(compare(reports))
-    found = sum(strategy.source is not None for strategy in strategies)
-    print(f"\n{found} of {len(strategies)} completions held a strategy")
+    report = evaluate_models(
+        model, tokenizer, config, evaluation, checkpoint=args.checkpoint, trained=args.checkpoint is not None
+    )
+    write_report(report, folder)
+    print("\n" + markdown_table(summary_rows(report)) + "\n")
+    best = report.best("trained" if args.checkpoint else "untrained")
+    if best is not None and best.source is not None:
+        print(f"best strategy ({best.name}, mean score {best.mean_score:,.0f}):\n{best.source}\n")
+    print(f"strategies, report.md, report.json and heldout.png: {folder}")
+    if args.checkpoint and best is not None:
+        print(f"watch the best one play: {_command()} play --checkpoint {args.checkpoint}")
     return 0
+
+
+def _command() -> str:
+    """How to run this command line again: with the interpreter that runs it now."""
+    return f"{sys.executable} -m helpers"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -312,6 +346,19 @@ def cmd_play(args: argparse.Namespace) -> int:
     sections = parse_settings(args.set or [])
     if sections["training"]:
         raise UsageError(f"play takes game settings only (game.size=4), not {sorted(sections['training'])}")
+    if args.checkpoint is not None:
+        if args.strategy is not None:
+            raise UsageError("--checkpoint plays that checkpoint's best strategy: leave out --strategy")
+        args.strategy, held_out_seed = _best_of(args.checkpoint)
+        run = run_folder_of(args.checkpoint)
+        if run is not None:
+            from helpers.training import saved_config
+
+            with _settings_mistakes():
+                saved = saved_config(run).game
+            sections["game"] = {**saved.__dict__, **sections["game"]}
+        if args.seed is None:
+            args.seed = held_out_seed
     with _settings_mistakes():
         config = make_config("cpu-tiny", **{section: sections[section] for section in SECTIONS})
     game_config = config.game
@@ -369,6 +416,26 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _best_of(checkpoint: str) -> tuple[str, int | None]:
+    """The held-out evaluation's best strategy file of a checkpoint, and the first held-out seed."""
+    import json
+
+    from helpers.heldout import BEST_FILE, REPORT_FILE, heldout_folder
+
+    folder = heldout_folder(checkpoint)
+    best = folder / BEST_FILE
+    if not best.is_file():
+        raise UsageError(
+            f"{checkpoint} has no held-out evaluation with a strategy yet ({best} is missing): "
+            f"run {_command()} evaluate --checkpoint {checkpoint}"
+        )
+    try:
+        seeds = json.loads((folder / REPORT_FILE).read_text())["seeds"]
+    except (OSError, ValueError, KeyError):
+        seeds = []
+    return str(best), seeds[0] if seeds else None
+
+
 # --- the parser ------------------------------------------------------------------------------------
 
 
@@ -412,16 +479,35 @@ def build_parser() -> argparse.ArgumentParser:
         description=cmd_evaluate.__doc__,
     )
     _add_config_options(evaluate)
+    defaults = EvalConfig()
     evaluate.add_argument(
-        "--checkpoint", help="a checkpoint-N folder or lora export (default: the untrained model)"
+        "--checkpoint", help="a checkpoint-N folder or lora export (default: only the untrained model)"
     )
-    evaluate.add_argument("--strategies", type=int, default=4, help="strategies to generate (default 4)")
-    evaluate.add_argument("--games", type=int, default=20, help="seeded games per strategy (default 20)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first game (default 0)")
-    evaluate.add_argument("--preset", help="a harder game from helpers.evaluate.PRESETS, e.g. 4x4-512")
     evaluate.add_argument(
-        "--baselines", default="random,greedy", help="comma-separated (default random,greedy)"
+        "--strategies",
+        type=int,
+        default=defaults.strategies,
+        help=f"strategies to sample from each model (default {defaults.strategies})",
     )
+    evaluate.add_argument(
+        "--games",
+        type=int,
+        default=defaults.games,
+        help=f"held-out games per strategy (default {defaults.games})",
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help=f"seed of the first held-out game; refused if training played it (default {defaults.seed})",
+    )
+    evaluate.add_argument("--preset", help="another game from helpers.config.GAME_PRESETS, e.g. 4x4-512")
+    evaluate.add_argument(
+        "--baselines",
+        default=",".join(defaults.baselines),
+        help=f"comma-separated (default {','.join(defaults.baselines)})",
+    )
+    evaluate.add_argument("--output", help="folder for the report (default <run>/heldout-<checkpoint>)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = commands.add_parser(
@@ -443,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     play.add_argument(
         "--strategy", help="a baseline (random, greedy, fixed-order) or a file with a def strategy(board)"
+    )
+    play.add_argument(
+        "--checkpoint",
+        help="watch the best strategy of this checkpoint's held-out evaluation (run evaluate first)",
     )
     play.add_argument("--keymap", help="bepo (é/u/a/i, the default) or wasd")
     play.add_argument("--seed", type=int, default=None, help="seed of the game (default: random)")

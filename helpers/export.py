@@ -149,6 +149,12 @@ def export_model(
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     training = _training(config)
+    model_type = getattr(getattr(model, "config", None), "model_type", "gpt_oss")
+    if fmt == "mxfp4" and model_type != "gpt_oss":
+        raise ExportError(
+            f"MXFP4 is gpt-oss's release format, which packs its mixture-of-experts weights; this model "
+            f"({model_type}) has no experts to pack: export lora or merged_16bit"
+        )
     path = Path(path) if path is not None else default_export_dir(training, fmt)
     started = time.perf_counter()
     if fmt == "lora":

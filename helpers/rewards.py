@@ -1,49 +1,57 @@
 """The reward functions GRPO optimises, with TRL's signature `(completions, **kwargs) -> list[float]`.
 
-Three rewards, the original table (values in `helpers.config.RewardConfig`):
+Three rewards, the original table; the values are `helpers.config.RewardConfig`'s fields:
 
-| reward | value | when |
+| reward | field | when |
 |---|---|---|
-| `function_works` | +1.0 | one well-formed top-level `def strategy(board)` (even if it cheats) |
-| | -0.5 | it parses, but the shape is wrong: signature, extra top-level code, async, generator, ... |
-| | -2.0 | nothing extracted, or a syntax error |
-| `no_cheating` | +1.0 | only allowed imports and names |
-| | -20.0 | a forbidden import, name or attribute, or a forbidden operation caught at run time |
-| | -1.0 | nothing extracted, or a syntax error (nothing to judge) |
-| `strategy_succeeds` | +20 | the game was won (the mean over `games_per_completion` games) |
-| | +2 | game over without a win (an invalid key or a non-string return ends the game as failed) |
-| | -1 | a timeout, or stalled (repeated moves that change nothing) |
-| | -3 | the strategy raised |
-| | 0 | not executed: nothing extracted, a syntax error, or rejected by the checks |
+| `function_works` | `works` | one well-formed top-level `def strategy(board)` (even if it cheats) |
+| | `works_malformed` | it parses, but the shape is wrong: signature, extra top-level code, async, generator, ... |
+| | `works_missing` | nothing extracted, or a syntax error |
+| `no_cheating` | `clean` | only allowed imports and names |
+| | `cheating` | a forbidden import, name or attribute, or a forbidden operation caught at run time |
+| | `cheating_missing` | nothing extracted, or a syntax error (nothing to judge) |
+| `strategy_succeeds` | `success` | the game was won (the mean over `games_per_completion` games) |
+| | `failed` | the game was played to its end by the rules and lost |
+| | `invalid` | the game ended on an answer that is no key: an invalid key, "", a non-string |
+| | `timeout` | a timeout, or stalled (repeated moves that change nothing) |
+| | `error` | the strategy raised |
+| | `not_executed` | not executed: nothing extracted, a syntax error, or rejected by the checks |
 
-An optional fourth, `strategy_graded` (`RewardConfig.graded`), pays
-`graded_scale * (score / random play's score - 1)` on the same seeds: +20 cannot tell a good strategy
+An answer that is no key never earns more than a legal strategy: in the original table it ended the
+game as a loss (+2), more than a legal strategy that stalls (-1), and a small real model learnt to
+answer invalid keys. An optional fourth reward, `strategy_graded` (`RewardConfig.graded`), pays
+`graded_scale * (score / random play's score - 1)` on the same games: +20 cannot tell a good strategy
 from random moves, which win most games of the original 6x6 board, but the score can, above all on a
-harder preset (`helpers.evaluate.PRESETS`).
+harder preset (`helpers.config.GAME_PRESETS`).
+
+The games. Every completion of a training step plays the same seeded games, which keeps a GRPO
+group's comparison fair, and every step plays new ones (`helpers.config.training_seeds`, from the
+`trainer_state` TRL passes), so no strategy is fitted to one game. Outside training (no
+`trainer_state`) the games are step 0's; `explain` and `verdicts` also take explicit seeds.
 
 TRL calls each reward function separately with the same completions. The verdict of a completion
 (extraction, checks, games) is computed once, by whichever function comes first, and kept in a
-bounded cache keyed by a hash of its text and the settings, so each step plays its games once, in
-parallel, and all completions of a step play the same seeded games (`RewardConfig.seed` and the
-following seeds), which keeps a GRPO group's comparison fair. Outcome counts (win, failed, timeout,
-stalled, error, rejected, missing) go to TRL's `log_metric` hook as `outcomes/<name>` and into
-`OUTCOME_HISTORY`. No reward function ever raises: any input, however hostile, gets a float and a
-reason (`explain`).
+bounded cache keyed by a hash of its text, the seeds and the settings, so each step plays its games
+once, in parallel. Outcome counts (win, failed, invalid, timeout, stalled, error, rejected, missing)
+go to TRL's `log_metric` hook as `outcomes/<name>` and into `OUTCOME_HISTORY`; during training every
+completion, its rewards and its outcome are appended to `<output_dir>/completions.jsonl`. No reward
+function ever raises: any input, however hostile, gets a float and a reason (`explain`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
+import os
 import statistics
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.config import Config
+from helpers.config import Config, training_seeds
 from helpers.evaluate import baseline_scores
+from helpers.metrics import append_records, completions_path
 from helpers.sandbox import (
     MAX_SOURCE_CHARS,
     GameResult,
@@ -53,13 +61,13 @@ from helpers.sandbox import (
     play_batch,
 )
 
-OUTCOMES = ("win", "failed", "timeout", "stalled", "error", "rejected", "missing")
+OUTCOMES = ("win", "failed", "invalid", "timeout", "stalled", "error", "rejected", "missing")
 """What can become of one game of a completion; logged as `outcomes/<name>` counts per batch."""
 
 MAX_COMPLETION_CHARS = 1_000_000
 """Longer completions are not searched for code (they count as `missing`)."""
 
-CACHE_SIZE = 2048
+CACHE_SIZE = 1024
 """Completions whose verdicts are remembered (least recently used are dropped first)."""
 
 OUTCOME_HISTORY: deque[dict[str, Any]] = deque(maxlen=100_000)
@@ -76,6 +84,9 @@ _OUTCOME_OF_STATE = {
 }
 
 Reward = Callable[..., list[float]]
+
+MAX_LOGGED_CHARS = 20_000
+"""A completion is cut at this length in `completions.jsonl`."""
 _log = logging.getLogger(__name__)
 
 
@@ -96,7 +107,7 @@ class Verdict:
     def outcomes(self) -> list[str]:
         """One outcome name per game (see `OUTCOMES`)."""
         if self.results:
-            return [_OUTCOME_OF_STATE[result.state] for result in self.results]
+            return [_outcome(result) for result in self.results]
         return ["missing" if self.check is None else "rejected"]
 
     @property
@@ -108,12 +119,16 @@ class Verdict:
             return f"rejected: {self.check.verdict}: {self.check.reason}"
         parts = []
         for result in self.results:
-            detail = f"{_OUTCOME_OF_STATE[result.state]} after {result.steps} moves, score {result.score}"
+            detail = f"{_outcome(result)} after {result.steps} moves, score {result.score}"
             parts.append(f"{detail} ({result.error})" if result.error else detail)
         return "; ".join(parts)
 
 
 _cache: OrderedDict[tuple, Verdict] = OrderedDict()
+
+
+def _outcome(result: GameResult) -> str:
+    return "invalid" if result.invalid_key else _OUTCOME_OF_STATE[result.state]
 
 
 def _completion_text(completion: object) -> str | None:
@@ -154,10 +169,13 @@ def _static_verdict(text: str | None, config: Config) -> Verdict:
     return Verdict(source if len(source) <= MAX_SOURCE_CHARS else None, check, ())
 
 
-def verdicts(completions: list[Any], config: Config) -> list[Verdict]:
-    """The verdict of each completion: extracted, checked, and played (cached; new ones in one batch)."""
-    rewards = config.rewards
-    settings = (config.game, config.sandbox, rewards.seed, rewards.games_per_completion)
+def verdicts(completions: list[Any], config: Config, seeds: Sequence[int] | None = None) -> list[Verdict]:
+    """The verdict of each completion: extracted, checked, and played (cached; new ones in one batch).
+
+    Every completion plays the games of `seeds` (step 0's training games when None).
+    """
+    seeds = tuple(training_seeds(config.rewards, 0) if seeds is None else seeds)
+    settings = (config.game, config.sandbox, seeds)
     texts = [_completion_text(completion) for completion in completions]
     keys = []
     found: list[Verdict | None] = []
@@ -175,7 +193,6 @@ def verdicts(completions: list[Any], config: Config) -> list[Verdict]:
                 to_play.setdefault(verdict.source, []).append(index)
         found.append(verdict)
     if to_play:
-        seeds = range(rewards.seed, rewards.seed + max(1, rewards.games_per_completion))
         played = play_batch(list(to_play), config.game, seeds, config.sandbox)
         for indices, results in zip(to_play.values(), played, strict=True):
             for index in indices:
@@ -189,14 +206,14 @@ def verdicts(completions: list[Any], config: Config) -> list[Verdict]:
     return found
 
 
-def _works(verdict: Verdict, config: Config) -> float:
+def _works(verdict: Verdict, config: Config, seeds: Sequence[int]) -> float:
     table = config.rewards
     if verdict.check is None or verdict.check.verdict == "syntax_error":
         return table.works_missing
     return table.works if verdict.check.well_formed else table.works_malformed
 
 
-def _clean(verdict: Verdict, config: Config) -> float:
+def _clean(verdict: Verdict, config: Config, seeds: Sequence[int]) -> float:
     table = config.rewards
     if verdict.check is None or verdict.check.verdict == "syntax_error":
         return table.cheating_missing
@@ -205,25 +222,24 @@ def _clean(verdict: Verdict, config: Config) -> float:
     return table.clean
 
 
-def _succeeds(verdict: Verdict, config: Config) -> float:
+def _succeeds(verdict: Verdict, config: Config, seeds: Sequence[int]) -> float:
     table = config.rewards
     if not verdict.results:
         return table.not_executed
     value = {
-        "success": table.success,
+        "win": table.success,
         "failed": table.failed,
+        "invalid": table.invalid,
         "timeout": table.timeout,
         "stalled": table.timeout,
         "error": table.error,
         "rejected": table.not_executed,
     }
-    return statistics.fmean(value[result.state] for result in verdict.results)
+    return statistics.fmean(value[outcome] for outcome in verdict.outcomes)
 
 
-def _graded(verdict: Verdict, config: Config) -> float:
+def _graded(verdict: Verdict, config: Config, seeds: Sequence[int]) -> float:
     rewards = config.rewards
-    games = max(1, rewards.games_per_completion)
-    seeds = range(rewards.seed, rewards.seed + games)
     baseline = max(statistics.fmean(baseline_scores(config.game, seeds, "random")), 1.0)
     score = statistics.fmean(result.score for result in verdict.results) if verdict.results else 0.0
     return rewards.graded_scale * (score / baseline - 1.0)
@@ -237,32 +253,45 @@ def _as_list(completions: object) -> list[Any]:
     return [completions]
 
 
+Value = Callable[[Verdict, Config, Sequence[int]], float]
+
+
+def _step(kwargs: dict) -> int | None:
+    """The trainer's global step from TRL's `trainer_state` keyword, or None outside training."""
+    step = getattr(kwargs.get("trainer_state"), "global_step", None)
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _score(
-    completions: object, config: object, value: Callable[[Verdict, Config], float]
-) -> tuple[list[float], list[Verdict] | None]:
-    """Rewards for every completion, never raising: on an internal failure every completion gets 0."""
+    completions: object, config: object, value: Value, kwargs: dict, seeds: Sequence[int] | None = None
+) -> tuple[list[float], list[Verdict] | None, tuple[int, ...]]:
+    """Rewards for every completion, never raising: on an internal failure every completion gets 0.
+
+    The games are `seeds`, or the training step's (`training_seeds`) when None.
+    """
     items = _as_list(completions)
+    active = config if isinstance(config, Config) else Config()
+    played = tuple(training_seeds(active.rewards, _step(kwargs)) if seeds is None else seeds)
     try:
-        active = config if isinstance(config, Config) else Config()
-        found = verdicts(items, active)
-        return [float(value(verdict, active)) for verdict in found], found
+        found = verdicts(items, active, played)
+        return [float(value(verdict, active, played)) for verdict in found], found, played
     except Exception:  # noqa: BLE001 - the trainer must never die because of a reward
         _log.exception("reward evaluation failed; every completion of this batch gets 0")
-        return [0.0] * len(items), None
+        return [0.0] * len(items), None, played
 
 
-def _record(found: list[Verdict], config: Config, kwargs: dict) -> None:
-    """Count the outcomes, one per game: into OUTCOME_HISTORY, TRL's `log_metric` and its completions table."""
-    games = max(1, config.rewards.games_per_completion)
+def _record(
+    completions: list[Any], found: list[Verdict], config: Config, seeds: tuple[int, ...], kwargs: dict
+) -> None:
+    """Count the outcomes, one per game: into OUTCOME_HISTORY, TRL's hooks and the completions log."""
     counts = Counter(
         outcome
         for verdict in found
-        for outcome in (verdict.outcomes if verdict.results else verdict.outcomes * games)
+        for outcome in (verdict.outcomes if verdict.results else verdict.outcomes * len(seeds))
     )
-    state = kwargs.get("trainer_state")
+    step = _step(kwargs)
     OUTCOME_HISTORY.append(
-        {"step": getattr(state, "global_step", None), "completions": len(found)}
-        | {name: counts[name] for name in OUTCOMES}
+        {"step": step, "completions": len(found)} | {name: counts[name] for name in OUTCOMES}
     )
     log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
     try:
@@ -271,8 +300,35 @@ def _record(found: list[Verdict], config: Config, kwargs: dict) -> None:
                 log_metric(f"outcomes/{name}", float(counts[name]))
         if callable(log_extra):
             log_extra("outcome", [verdict.reason for verdict in found])
-    except Exception:  # noqa: BLE001 - a logging hook must not stop training
-        _log.exception("could not log the outcome counts")
+        every = config.training.log_completions_every
+        if step is not None and every and step % every == 0:
+            _log_completions(completions, found, config, seeds, step + 1)
+    except Exception:  # noqa: BLE001 - logging must not stop training
+        _log.exception("could not log the outcomes of this batch")
+
+
+def _log_completions(
+    completions: list[Any], found: list[Verdict], config: Config, seeds: tuple[int, ...], step: int
+) -> None:
+    """Append one record per completion to the run's `completions.jsonl` (one file per process)."""
+    rank = os.environ.get("RANK", "0")
+    path = completions_path(config.training.output_dir, None if rank == "0" else rank)
+    records = []
+    for index, (completion, verdict) in enumerate(zip(completions, found, strict=True)):
+        text = _completion_text(completion)
+        records.append(
+            {
+                "step": step,
+                "index": index,
+                "seeds": list(seeds),
+                "rewards": reward_values(verdict, config, seeds),
+                "outcome": ", ".join(verdict.outcomes),
+                "reason": verdict.reason,
+                "score": statistics.fmean(r.score for r in verdict.results) if verdict.results else 0.0,
+                "completion": text[:MAX_LOGGED_CHARS] if isinstance(text, str) else repr(completion)[:200],
+            }
+        )
+    append_records(path, records)
 
 
 def function_works(completions: list[Any], config: Config | None = None, **kwargs: Any) -> list[float]:
@@ -291,7 +347,7 @@ def function_works(completions: list[Any], config: Config | None = None, **kwarg
         >>> function_works(["```python\\ndef strategy(board):\\n    return 'a'\\n```", "no code"])
         [1.0, -2.0]
     """
-    return _score(completions, config, _works)[0]
+    return _score(completions, config, _works, kwargs)[0]
 
 
 def no_cheating(completions: list[Any], config: Config | None = None, **kwargs: Any) -> list[float]:
@@ -310,7 +366,7 @@ def no_cheating(completions: list[Any], config: Config | None = None, **kwargs: 
         >>> no_cheating(["```python\\nimport os\\ndef strategy(board):\\n    return 'a'\\n```"])
         [-20.0]
     """
-    return _score(completions, config, _clean)[0]
+    return _score(completions, config, _clean, kwargs)[0]
 
 
 def strategy_succeeds(completions: list[Any], config: Config | None = None, **kwargs: Any) -> list[float]:
@@ -319,21 +375,24 @@ def strategy_succeeds(completions: list[Any], config: Config | None = None, **kw
     Args:
         completions: plain strings, or conversational completions.
         config: the settings (the default `Config` when None).
-        **kwargs: TRL's `log_metric` and `log_extra` hooks, when present, receive the outcome counts
-            (`outcomes/win`, ...) and each completion's outcome; `trainer_state` dates the record.
+        **kwargs: TRL's `trainer_state` picks the step's games (`training_seeds`) and dates the
+            records; its `log_metric` and `log_extra` hooks, when present, receive the outcome counts
+            (`outcomes/win`, ...) and each completion's outcome.
 
     Returns:
         One float per completion, the mean over its games of: `success` (+20) for a win, `failed` (+2)
-        for a game over (an invalid key or a non-string return included), `timeout` (-1) for a timeout
-        or a stall, `error` (-3) when the strategy raised, `not_executed` (0) for code that never ran.
+        for a game lost by the rules, `invalid` (-3) for an answer that is no key, `timeout` (-1) for a
+        timeout or a stall, `error` (-3) when the strategy raised, `not_executed` (0) for code that
+        never ran (the values of `RewardConfig`).
 
     Example:
         >>> strategy_succeeds(["```python\\ndef strategy(board):\\n    return 'x'\\n```"])
-        [2.0]
+        [-3.0]
     """
-    rewards, found = _score(completions, config, _succeeds)
+    active = config if isinstance(config, Config) else Config()
+    rewards, found, seeds = _score(completions, active, _succeeds, kwargs)
     if found is not None:
-        _record(found, config if isinstance(config, Config) else Config(), kwargs)
+        _record(_as_list(completions), found, active, seeds, kwargs)
     return rewards
 
 
@@ -352,7 +411,45 @@ def strategy_graded(completions: list[Any], config: Config | None = None, **kwar
         >>> strategy_graded(["no code"])
         [-10.0]
     """
-    return _score(completions, config, _graded)[0]
+    return _score(completions, config, _graded, kwargs)[0]
+
+
+_VALUES: dict[str, Value] = {
+    "function_works": _works,
+    "no_cheating": _clean,
+    "strategy_succeeds": _succeeds,
+}
+"""Each reward function's value of one verdict, by the function's name."""
+
+
+def _values(config: Config) -> dict[str, Value]:
+    return _VALUES | ({"strategy_graded": _graded} if config.rewards.graded else {})
+
+
+def reward_values(verdict: Verdict, config: Config, seeds: Sequence[int]) -> dict[str, float]:
+    """What each of the run's reward functions pays for one verdict on the games of `seeds`."""
+    return {name: value(verdict, config, seeds) for name, value in _values(config).items()}
+
+
+class BoundReward:
+    """A reward function bound to a run's settings, as TRL calls it: `reward(completions, **kwargs)`.
+
+    A class rather than a closure, so that it pickles (TRL's own stateful rewards are classes for the
+    same reason); `__name__` is the function's, which TRL logs as `rewards/<name>/mean`.
+    """
+
+    def __init__(self, function: Reward, config: Config) -> None:
+        self.function = function
+        self.config = config
+        self.__name__ = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float]:
+        kwargs.pop("config", None)
+        return self.function(completions, config=self.config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<reward {self.__name__}>"
 
 
 def reward_functions(config: Config) -> list[Reward]:
@@ -364,19 +461,15 @@ def reward_functions(config: Config) -> list[Reward]:
     chosen = [function_works, no_cheating, strategy_succeeds]
     if config.rewards.graded:
         chosen.append(strategy_graded)
-    return [_bind(function, config) for function in chosen]
+    return [BoundReward(function, config) for function in chosen]
 
 
-def _bind(function: Reward, config: Config) -> Reward:
-    def reward(completions: list[Any], **kwargs: Any) -> list[float]:
-        kwargs.pop("config", None)
-        return function(completions, config=config, **kwargs)
-
-    return functools.update_wrapper(reward, function)
-
-
-def explain(completions: list[Any], config: Config | None = None) -> list[dict[str, Any]]:
+def explain(
+    completions: list[Any], config: Config | None = None, seeds: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
     """Each completion's rewards, outcome and reason, for the notebook's table (never raises).
+
+    The games are `seeds`, or training step 0's when None.
 
     Example:
         >>> explain(["no code"])[0]["reason"]
@@ -384,18 +477,12 @@ def explain(completions: list[Any], config: Config | None = None) -> list[dict[s
     """
     active = config if isinstance(config, Config) else Config()
     items = _as_list(completions)
-    columns = {
-        "function_works": function_works(items, active),
-        "no_cheating": no_cheating(items, active),
-        "strategy_succeeds": _score(items, active, _succeeds)[0],
-    }
-    if active.rewards.graded:
-        columns["strategy_graded"] = strategy_graded(items, active)
+    columns = {name: _score(items, active, value, {}, seeds)[0] for name, value in _values(active).items()}
     rows = []
     for index in range(len(items)):
         row = {name: values[index] for name, values in columns.items()}
         try:
-            verdict = verdicts([items[index]], active)[0]
+            verdict = verdicts([items[index]], active, seeds)[0]
             row |= {
                 "outcome": ", ".join(verdict.outcomes),
                 "reason": verdict.reason,

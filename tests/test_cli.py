@@ -120,14 +120,40 @@ def test_train_again_in_the_same_folder_asks_for_resume(trained_run, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
-def test_evaluate_scores_a_checkpoint_against_the_baselines(trained_run, capsys):
+def test_evaluate_compares_trained_and_untrained_on_held_out_games(trained_run, capsys):
     output_dir, _ = trained_run
-    argv = ["evaluate", "--checkpoint", str(output_dir / "checkpoint-1"), "--strategies", "2", "--games", "2"]
+    checkpoint = output_dir / "checkpoint-1"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--strategies", "2", "--games", "2"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| random | 2 |" in out and "| greedy | 2 |" in out
-    assert "of 2 completions held a strategy" in out
+    assert "2 strategies from each model, 2 held-out games each (seeds 1000000000..1000000001)" in out
+    for row in ("| untrained model (2 samples) ", "| trained model (2 samples) ", "| random ", "| greedy "):
+        assert row in out
+    folder = output_dir / "heldout-checkpoint-1"
+    assert (folder / "report.md").is_file() and (folder / "heldout.png").is_file()
+    assert len(list((folder / "strategies").glob("*.txt"))) == 4
     assert "evaluate --checkpoint" in (output_dir / "evaluate.log").read_text()
+
+
+def test_evaluate_refuses_seeds_the_run_trained_on(trained_run, capsys):
+    output_dir, _ = trained_run
+    argv = ["evaluate", "--checkpoint", str(output_dir / "checkpoint-1"), "--seed", "3407", "--games", "2"]
+    assert cli.main(argv) == 2
+    assert "overlap the training games 3407..3408" in capsys.readouterr().err
+
+
+def test_play_checkpoint_watches_the_best_held_out_strategy(tmp_path, capsys):
+    checkpoint = tmp_path / "run" / "checkpoint-7"
+    checkpoint.mkdir(parents=True)
+    assert cli.main(["play", "--checkpoint", str(checkpoint), "--delay", "0", "--no-color"]) == 2
+    assert f"evaluate --checkpoint {checkpoint}" in capsys.readouterr().err
+    folder = tmp_path / "run" / "heldout-checkpoint-7"
+    folder.mkdir()
+    (folder / "best.py").write_text("# trained-01\ndef strategy(board):\n    return 'a'\n")
+    (folder / "report.json").write_text('{"seeds": [1000000005]}')
+    assert cli.main(["play", "--checkpoint", str(checkpoint), "--delay", "0", "--no-color"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("stalled: ") and "seed 1000000005" in last
 
 
 def test_export_writes_a_checked_lora_adapter(trained_run, capsys):

@@ -32,6 +32,7 @@ def test_defaults_match_the_original_game_and_rewards():
     assert (r.works, r.works_missing, r.works_malformed) == (1.0, -2.0, -0.5)
     assert (r.clean, r.cheating, r.cheating_missing) == (1.0, -20.0, -1.0)
     assert (r.success, r.failed, r.timeout, r.error, r.not_executed) == (20.0, 2.0, -1.0, -3.0, 0.0)
+    assert r.invalid == -3.0  # an answer that is no key: no more than a legal game, however it ends
 
 
 def test_overrides_convert_strings_from_a_command_line():
@@ -49,6 +50,14 @@ def test_overrides_convert_strings_from_a_command_line():
         ({"game": {"sise": 4}}, "unknown game setting"),
         ({"max_steps": "many"}, "must be a int"),
         ({"load_in_4bit": "maybe"}, "must be true or false"),
+        ({"max_steps": "0"}, "training.max_steps must be at least 1, not 0"),
+        ({"max_steps": -1}, "training.max_steps must be at least 1, not -1"),
+        ({"loss_type": "ppo"}, "training.loss_type must be one of grpo, dr_grpo, dapo"),
+        ({"scale_rewards": "yes"}, "training.scale_rewards must be one of group, batch, none"),
+        ({"beta": "-0.1"}, "training.beta must be 0 or more"),
+        ({"steps_per_generation": -2}, "steps_per_generation must be 0"),
+        ({"rewards": {"games_per_completion": 0}}, "rewards.games_per_completion must be at least 1"),
+        ({"preset": "8x8"}, "unknown preset '8x8'"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(kwargs, message):
@@ -73,7 +82,7 @@ def test_environment_variable_selects_the_profile(monkeypatch):
 @pytest.mark.parametrize(
     "gpus, expected",
     [
-        ([], "cpu-tiny"),
+        ([], "cpu"),
         ([("NVIDIA GB10", 0)], "dgx-spark"),
         ([("NVIDIA H100 80GB HBM3", 81559)], "h100"),
         ([("NVIDIA L4", 23034)], "dgx-spark"),
@@ -90,3 +99,37 @@ def test_generation_batch_divides_by_the_group_size_in_every_profile():
     for make in cfg.PROFILES.values():
         t = make()
         assert (t.per_device_train_batch_size * t.gradient_accumulation_steps) % t.num_generations == 0
+
+
+def test_the_grpo_choices_are_explicit_with_trl_s_defaults():
+    t = cfg.make_config("dgx-spark").training
+    assert (t.loss_type, t.beta, t.scale_rewards, t.mask_truncated_completions) == (
+        "dapo",
+        0.0,
+        "group",
+        False,
+    )
+    assert (t.num_iterations, t.steps_per_generation) == (1, 0)
+
+
+def test_the_cpu_profile_is_the_small_real_model():
+    t = cfg.make_config("cpu").training
+    assert t.model_name == "outputs/smollm2-135m-instruct" and not t.use_unsloth and not t.load_in_4bit
+    assert (t.lora_rank, t.num_generations, t.max_completion_length) == (16, 8, 128)
+
+
+def test_a_preset_sets_the_game_and_the_graded_reward():
+    c = cfg.make_config("cpu", preset="4x4-512")
+    assert (c.game.size, c.game.target, c.rewards.graded) == (4, 512, True)
+    assert cfg.make_config("cpu", preset="original").rewards.graded is False
+    assert cfg.make_config("cpu", preset="4x4-512", rewards={"graded": "false"}).rewards.graded is False
+    assert cfg.make_config("cpu", preset="4x4-512", game={"keymap": "wasd"}).game.keymap == "wasd"
+    assert cfg.LEARNABLE_PRESET in cfg.GAME_PRESETS
+
+
+def test_every_step_plays_its_own_games():
+    rewards = cfg.RewardConfig(seed=10, games_per_completion=3)
+    assert cfg.training_seeds(rewards, None) == cfg.training_seeds(rewards, 0) == (10, 11, 12)
+    assert cfg.training_seeds(rewards, 1) == (13, 14, 15)
+    seen = [seed for step in range(50) for seed in cfg.training_seeds(rewards, step)]
+    assert len(seen) == len(set(seen)) == 150

@@ -203,3 +203,13 @@ def test_a_float32_merged_checkpoint_packs_as_it_loads_back(tiny_model_dir, tmp_
     ids = torch.tensor([[1, 5, 9, 200, 31, 44, 77, 12]])
     packed, rounded = export.export_logits("mxfp4", tmp_path / "mxfp4", training, ids, str(tiny_model_dir))
     assert float((packed - rounded).abs().max() / rounded.abs().max()) <= export.PACKING_TOLERANCE
+
+
+def test_mxfp4_of_a_model_without_experts_is_refused_before_anything_is_written(tmp_path):
+    from types import SimpleNamespace
+
+    llama = SimpleNamespace(config=SimpleNamespace(model_type="llama"))
+    config = make_config("cpu", output_dir=str(tmp_path))
+    with pytest.raises(ExportError, match=r"\(llama\) has no experts to pack: export lora or merged_16bit"):
+        export.export_model(llama, None, config, "mxfp4")
+    assert list(tmp_path.iterdir()) == []

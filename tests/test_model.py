@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,13 +83,13 @@ def test_lora_config_maps_mlp_names_to_expert_parameters():
 
 
 def test_unknown_target_module_is_refused():
-    with pytest.raises(ModelLoadError, match="not gpt-oss modules"):
+    with pytest.raises(ModelLoadError, match="not modules of this model"):
         model_module.lora_config(make_config("cpu-tiny", target_modules="q_proj,wq").training)
 
 
-def test_gpu_profile_without_a_gpu_says_to_use_cpu_tiny(monkeypatch):
+def test_gpu_profile_without_a_gpu_says_to_use_a_cpu_profile(monkeypatch):
     monkeypatch.setattr(model_module, "cuda_available", lambda: False)
-    with pytest.raises(ModelLoadError, match="needs a CUDA GPU.*--profile cpu-tiny"):
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU.*--profile cpu\\b.*--profile cpu-tiny"):
         load_model(make_config("dgx-spark"))
 
 
@@ -121,3 +122,26 @@ def test_the_tiny_model_is_deterministic(tmp_path, tiny_model_dir):
     again = model_module.make_tiny_model(tmp_path / "again")
     assert (again / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert (again / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()
+
+
+def test_lora_on_a_llama_style_model_targets_plain_linear_layers():
+    lora = model_module.lora_config(make_config("cpu").training, model_type="llama")
+    assert set(lora.target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert not lora.target_parameters
+    assert (lora.r, lora.lora_alpha) == (16, 32)
+
+
+def test_the_cpu_profile_converts_its_own_folder_only(tmp_path, monkeypatch):
+    converted = []
+    monkeypatch.setattr(model_module, "ensure_small_model", lambda path: converted.append(path) or Path(path))
+    assert model_module.ensure_local_model(make_config("cpu")) == Path("outputs/smollm2-135m-instruct")
+    assert model_module.ensure_local_model(make_config("cpu", model_name=str(tmp_path / "mine"))) is None
+    assert converted == ["outputs/smollm2-135m-instruct"]

@@ -5,7 +5,8 @@
 - In the main notebook the GPU cells (tagged `gpu` and `nbval-skip`) come after every CPU cell, so the
   CPU part is one unbroken prefix; each code cell follows a markdown cell that says what it does.
 - `pytest --nbval-lax` runs every cell not tagged `nbval-skip`, on the CPU, in a subprocess.
-- The whole main notebook, GPU cells included, runs on the CPU with the `cpu-tiny` profile (slow).
+- The whole main notebook, GPU cells included, runs on the CPU with the `cpu-tiny` profile (slow), and
+  with the small real model of the `cpu` profile for two steps through its `parameters` cell (slow).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import nbformat
 import pytest
 
 from helpers.config import make_config
+from helpers.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "gpt_oss_20B_RL_2048_Game.ipynb"
@@ -207,3 +209,39 @@ def test_the_whole_main_notebook_runs_on_cpu_tiny(tmp_path):
     for fmt in ("lora", "merged_16bit", "mxfp4"):
         assert (run / f"export-{fmt}").is_dir(), printed[-3000:]
         assert re.search(rf"^{fmt}: \S+ in \d+ s, (verified|inconclusive): ", printed, re.M), printed[-3000:]
+
+
+def _with_parameters(notebook: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
+    """The notebook with its `parameters` cell replaced, as papermill would do it."""
+    cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", ()))
+    cell.source = source
+    return notebook
+
+
+@pytest.mark.slow
+def test_the_main_notebook_trains_the_small_real_model_on_cpu(tmp_path, small_model_dir):
+    """The CPU path a user gets: SmolLM2 trains (two steps here), is evaluated on held-out games, exports."""
+    from nbclient import NotebookClient
+
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "smollm2-135m-instruct").symlink_to(small_model_dir)  # converted once per session
+    notebook = _with_parameters(nbformat.read(MAIN, as_version=4), "max_steps = 2\npreset = None")
+    client = NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    env = {key: value for key, value in _notebook_env().items() if key != "GPT_OSS_2048_PROFILE"}
+    client.execute(env={**env, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+
+    printed = _printed(notebook)
+    assert "profile: cpu (no NVIDIA GPU found: the small real model" in printed
+    assert "2 steps in " in printed and "mean reward, first 3 steps -> last 5: " in printed
+    run = tmp_path / "outputs" / "cpu"
+    assert len(read_metrics(run / "completions.jsonl")) == 2 * make_config("cpu").training.num_generations
+    tables = "".join(
+        output.get("data", {}).get("text/plain", "")
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
+    assert "trained model (16 samples)" in tables and "untrained model (16 samples)" in tables
+    assert re.search(r"^lora: \S+ in \d+ s, (verified|inconclusive): ", printed, re.M), printed[-3000:]
+    assert re.search(r"^mxfp4: not exported: .*experts", printed, re.M), printed[-3000:]

@@ -54,8 +54,9 @@ def function(body: str) -> str:
 CASES = [
     # (what it is, completion, function_works, no_cheating, strategy_succeeds)
     ("wins the seeded game", fenced(RANDOM_VALID), 1.0, 1.0, 20.0),
-    ("an invalid key ends the game: failed", fenced(function("return 'left'\n")), 1.0, 1.0, 2.0),
-    ("a non-string return ends the game: failed", fenced(function("return None\n")), 1.0, 1.0, 2.0),
+    ("an invalid key ends the game: invalid", fenced(function("return 'left'\n")), 1.0, 1.0, -3.0),
+    ("a non-string return ends the game: invalid", fenced(function("return None\n")), 1.0, 1.0, -3.0),
+    ("an empty string ends the game: invalid", fenced(function("return ''\n")), 1.0, 1.0, -3.0),
     ("a constant no-op key stalls", fenced(function("return 'é'\n")), 1.0, 1.0, -1.0),
     ("an infinite loop times out", fenced(function("while True:\n    pass\n")), 1.0, 1.0, -1.0),
     ("the strategy raises", fenced(function("return board[9][9]\n")), 1.0, 1.0, -3.0),
@@ -97,7 +98,7 @@ CASES = [
         [{"role": "assistant", "thinking": "plan", "content": f"```python\n{function('return 5')}```"}],
         1.0,
         1.0,
-        2.0,
+        -3.0,
     ),
     (
         "special tokens kept",
@@ -146,7 +147,7 @@ def test_the_function_names_are_the_metric_names():
 
 
 def test_values_come_from_the_reward_config():
-    config = Config(sandbox=CONFIG.sandbox, rewards=RewardConfig(failed=0.5, works=3.0, clean=0.25))
+    config = Config(sandbox=CONFIG.sandbox, rewards=RewardConfig(invalid=0.5, works=3.0, clean=0.25))
     completion = fenced(function("return 'left'\n"))
     assert [f([completion]) for f in reward_functions(config)] == [[3.0], [0.25], [0.5]]
 
@@ -216,14 +217,16 @@ def test_outcome_counts_reach_log_metric_and_the_history():
         log_metric=lambda name, value: logged.__setitem__(name, value),
         log_extra=lambda column, values: extra.__setitem__(column, values),
     )
+    assert CONFIG.rewards.games_per_completion == 2  # every count is per game
     assert logged == {
-        "outcomes/win": 2.0,
-        "outcomes/failed": 3.0,
-        "outcomes/timeout": 1.0,
-        "outcomes/stalled": 1.0,
-        "outcomes/error": 2.0,
-        "outcomes/rejected": 7.0,
-        "outcomes/missing": 2.0,
+        "outcomes/win": 4.0,
+        "outcomes/failed": 0.0,
+        "outcomes/invalid": 8.0,
+        "outcomes/timeout": 2.0,
+        "outcomes/stalled": 2.0,
+        "outcomes/error": 4.0,
+        "outcomes/rejected": 14.0,
+        "outcomes/missing": 4.0,
     }
     assert OUTCOME_HISTORY[-1] == {"step": 3, "completions": len(CASES)} | {
         name[len("outcomes/") :]: int(value) for name, value in logged.items()
@@ -244,7 +247,7 @@ def test_a_broken_logging_hook_does_not_stop_the_rewards():
         raise RuntimeError("dashboard offline")
 
     assert trl_call(reward_functions(CONFIG)[2], [fenced(function("return 'x'\n"))], log_metric=broken) == [
-        2.0
+        -3.0
     ]
 
 
@@ -333,7 +336,119 @@ def test_graded_reward_separates_strategies_random_play_cannot():
 def test_explain_gives_rewards_and_a_reason_per_completion():
     rows = explain([fenced(RANDOM_VALID), fenced("import os\n" + function("return 'a'\n")), None], CONFIG)
     assert [row["strategy_succeeds"] for row in rows] == [20.0, 0.0, 0.0]
-    assert rows[0]["outcome"] == "win" and rows[0]["source"] == RANDOM_VALID
+    assert rows[0]["outcome"] == "win, win" and rows[0]["source"] == RANDOM_VALID
     assert rows[1]["reason"].startswith("rejected: forbidden: line 1: import of os")
     assert rows[2]["reason"] == "missing: the completion is not text"
-    assert set(OUTCOMES) >= {row["outcome"] for row in rows}
+    assert set(OUTCOMES) >= {outcome for row in rows for outcome in row["outcome"].split(", ")}
+
+
+# --- games that change every step ------------------------------------------------------------------
+
+
+def test_every_step_plays_new_games_and_a_step_plays_the_same_ones(monkeypatch):
+    seen = []
+
+    def fake(sources, game_config, seeds, sandbox_config):
+        seen.append(tuple(seeds))
+        return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
+
+    monkeypatch.setattr(rewards, "play_batch", fake)
+    rewards._cache.clear()
+    config = Config(rewards=RewardConfig(seed=100, games_per_completion=2))
+    completions = [fenced(function("return 'a'\n")), fenced(function("return 'u'\n"))]
+    for step in (0, 0, 1, 7):
+        strategy_succeeds(completions, config, trainer_state=SimpleNamespace(global_step=step))
+    # step 0 twice: its verdicts come from the cache, keyed on the seeds; new steps play new games
+    assert seen == [(100, 101), (102, 103), (114, 115)]
+
+
+def test_a_step_without_trainer_state_plays_step_zero_and_explain_takes_seeds(monkeypatch):
+    seen = []
+
+    def fake(sources, game_config, seeds, sandbox_config):
+        seen.append(tuple(seeds))
+        return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
+
+    monkeypatch.setattr(rewards, "play_batch", fake)
+    rewards._cache.clear()
+    config = Config(rewards=RewardConfig(seed=5, games_per_completion=1))
+    strategy_succeeds([fenced(function("return 'a'\n"))], config)
+    explain([fenced(function("return 'a'\n"))], config, seeds=[40, 41, 42])
+    assert seen == [(5,), (40, 41, 42)]
+
+
+# --- an answer that is no key never pays -----------------------------------------------------------
+
+LEGAL = {
+    "won": GameResult("success", 900, 20000, 2048),
+    "lost by the rules": GameResult("failed", 800, 9000, 512),
+    "stalled": GameResult("stalled", 40, 100, 8, "32 moves in a row changed nothing"),
+    "timed out": GameResult("timeout", 3, 10, 4, "a call ran over 0.5 s"),
+}
+INVALID = {
+    "invalid key": GameResult("failed", 1, 0, 2, "invalid key 'left'"),
+    "not a string": GameResult("failed", 1, 0, 2, "returned something that is not a key"),
+}
+
+
+@pytest.mark.parametrize("invalid", list(INVALID), ids=list(INVALID))
+def test_an_answer_that_is_no_key_earns_less_than_any_legal_game(monkeypatch, invalid):
+    def fake(sources, game_config, seeds, sandbox_config):
+        by_source = {**LEGAL, **INVALID}
+        return [[by_source[source.split("# ")[1].strip()] for _ in seeds] for source in sources]
+
+    monkeypatch.setattr(rewards, "play_batch", fake)
+    rewards._cache.clear()
+    names = [*LEGAL, invalid]
+    completions = [fenced(function(f"return 'a'  # {name}\n")) for name in names]
+    config = Config(rewards=RewardConfig(games_per_completion=1))
+    totals = [sum(values) for values in zip(*(f(completions) for f in reward_functions(config)), strict=True)]
+    *legal, bad = totals
+    assert bad < min(legal), dict(zip(names, totals, strict=True))
+    assert strategy_succeeds(completions[-1:], config) == [config.rewards.invalid]
+
+
+def test_the_default_table_ranks_outcomes():
+    table = RewardConfig()
+    assert table.success > table.failed > table.timeout > table.invalid
+    assert table.invalid <= table.error < table.not_executed
+
+
+def test_bound_rewards_pickle_and_keep_their_names():
+    import pickle
+
+    for bound in reward_functions(Config(rewards=RewardConfig(graded=True))):
+        copy = pickle.loads(pickle.dumps(bound))
+        assert copy.__name__ == bound.__name__
+        assert copy(["no code"]) == bound(["no code"])
+
+
+# --- the completions log ---------------------------------------------------------------------------
+
+
+def test_training_steps_write_every_completion_to_the_log(tmp_path):
+    from dataclasses import replace
+
+    from helpers.config import TrainingConfig
+    from helpers.metrics import read_metrics
+
+    config = Config(
+        sandbox=CONFIG.sandbox,
+        training=replace(TrainingConfig(), output_dir=str(tmp_path), log_completions_every=2),
+    )
+    completions = [fenced(RANDOM_VALID), "no code", fenced(function("return 'x'\n"))]
+    functions = reward_functions(config)
+    for step in range(4):
+        for f in functions:
+            f(completions, trainer_state=SimpleNamespace(global_step=step))
+    records = read_metrics(tmp_path / "completions.jsonl")
+    assert [r["step"] for r in records] == [1, 1, 1, 3, 3, 3]  # steps 0 and 2, counted from 1 as metrics are
+    first = records[0]
+    assert first["rewards"] == {"function_works": 1.0, "no_cheating": 1.0, "strategy_succeeds": 20.0}
+    assert first["seeds"] == [3407, 3408] and first["outcome"] == "win, win"
+    assert records[1]["reason"] == "missing: no def strategy(board) found"
+    assert records[2]["outcome"] == "invalid, invalid" and records[2]["completion"].endswith("```")
+    assert records[3]["seeds"] == [3411, 3412]
+    # outside training (no trainer_state), nothing is logged
+    strategy_succeeds(completions, config)
+    assert len(read_metrics(tmp_path / "completions.jsonl")) == 6

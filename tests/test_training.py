@@ -50,6 +50,14 @@ def replace_steps(config, max_steps):
     return replace(config, training=replace(config.training, max_steps=max_steps))
 
 
+def test_every_completion_of_every_step_is_in_the_completions_log(run):
+    records = read_metrics(run["dir"] / "completions.jsonl")
+    generations = run["config"].training.per_device_train_batch_size
+    assert [record["step"] for record in records] == [1] * generations + [2] * generations + [3] * generations
+    assert {tuple(record["seeds"]) for record in records if record["step"] == 2} == {(3409, 3410)}
+    assert set(records[0]["rewards"]) == {"function_works", "no_cheating", "strategy_succeeds"}
+
+
 def test_two_steps_log_every_reward_function(run):
     records = run["records_after_first"]
     assert [record["step"] for record in records] == [1, 2]
@@ -119,12 +127,29 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
         training.prepare_run_folder(changed, resume=True)
 
 
+def test_settings_added_after_a_run_started_do_not_block_its_resume(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = fake_run(tmp_path, config)
+    saved = json.loads((folder / training.RUN_CONFIG_FILE).read_text())
+    del saved["training"]["loss_type"], saved["training"]["beta"]  # a run saved before these existed
+    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(saved))
+    assert training.prepare_run_folder(config, resume=True).name == "checkpoint-2"
+    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(saved))
+    other = replace(config, training=replace(config.training, beta=0.1))
+    with pytest.raises(RunFolderError, match=r"training\.beta: None -> 0\.1"):
+        training.prepare_run_folder(other, resume=True)
+
+
 def test_resume_may_change_the_length_of_the_run(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
     fake_run(tmp_path, config, steps=(2, 10), logged=12)
+    for step in range(1, 13):
+        append_metrics(tmp_path / "fake" / "completions.jsonl", {"step": step, "completion": "x"})
     longer = replace_steps(config, 50)
     assert training.prepare_run_folder(longer, resume=True).name == "checkpoint-10"
     assert [record["step"] for record in read_metrics(tmp_path / "fake")] == list(range(1, 11))
+    completions = read_metrics(tmp_path / "fake" / "completions.jsonl")
+    assert [record["step"] for record in completions] == list(range(1, 11))  # steps 11-12 are trained again
 
 
 def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
@@ -164,6 +189,24 @@ def test_grpo_config_carries_the_profile():
     assert args.warmup_steps == config.training.warmup_ratio  # a float below 1 is a ratio
     assert (args.save_steps, args.logging_steps, args.learning_rate) == (2, 1, 1e-3)
     assert not args.bf16 and not args.gradient_checkpointing
+
+
+def test_grpo_config_carries_the_explicit_grpo_choices():
+    config = make_config(
+        "cpu-tiny", loss_type="dr_grpo", beta="0.04", scale_rewards="none", mask_truncated_completions="true"
+    )
+    args = training.grpo_config(config, gpu=False)
+    assert (args.loss_type, args.beta, args.scale_rewards, args.mask_truncated_completions) == (
+        "dr_grpo",
+        0.04,
+        "none",
+        True,
+    )
+    assert args.steps_per_generation == args.gradient_accumulation_steps  # 0 means TRL's default
+    assert (
+        training.grpo_config(make_config("cpu-tiny", steps_per_generation=2), gpu=False).steps_per_generation
+        == 2
+    )
 
 
 def test_dataset_repeats_the_prompt_with_the_reasoning_effort():
