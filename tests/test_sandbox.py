@@ -22,14 +22,13 @@ from helpers.game import GameBoard, from_config
 from helpers.sandbox import (
     STATES,
     GameResult,
-    _Batch,
-    _Worker,
     check_source,
     execute_strategy,
     extract_function,
     get_pool,
     play_batch,
 )
+from helpers.sandbox_pool import _Batch, _Template
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = SandboxConfig(call_timeout=0.2, game_timeout=2.0)
@@ -401,12 +400,24 @@ def test_a_game_longer_than_the_record_keeps_no_keys(monkeypatch):
 
 
 def _pool_is_idle_and_quick() -> None:
-    """No worker holds a job of an earlier call, and the next game plays at once, as usual."""
-    assert all(w.job is None for w in get_pool(FAST).workers)
+    """No job of an earlier call is left running, and the next game plays at once, as usual."""
+    assert not _job_processes()
     start = time.perf_counter()
     result = execute_strategy(CODE, GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("stalled", "32 moves in a row changed nothing")
     assert time.perf_counter() - start < FAST.game_timeout / 2
+
+
+def _job_processes() -> list[int]:
+    """Live processes forked by the pool's template (its children), after a moment to let them go."""
+    template = get_pool(FAST).template_pid()
+    deadline = time.monotonic() + 2.0
+    while True:
+        children = Path(f"/proc/{template}/task/{template}/children")
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
 
 
 def test_a_game_subclass_defined_in_a_function_plays_like_a_plain_game():
@@ -439,11 +450,9 @@ def test_a_game_that_is_not_a_game_board_is_refused(game):
     _pool_is_idle_and_quick()
 
 
-@pytest.mark.parametrize(("owner", "method"), [(_Worker, "send"), (_Batch, "_read")])
+@pytest.mark.parametrize(("owner", "method"), [(_Template, "send"), (_Batch, "_read_result")])
 def test_an_exception_during_a_batch_leaves_the_pool_healthy(monkeypatch, owner, method):
     pool = get_pool(FAST)
-    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
-    before = set(pool.pids())
     original = getattr(owner, method)
 
     def interrupted(*args, **kwargs):
@@ -453,7 +462,7 @@ def test_an_exception_during_a_batch_leaves_the_pool_healthy(monkeypatch, owner,
     monkeypatch.setattr(owner, method, interrupted)
     with pytest.raises(KeyboardInterrupt):
         play_batch([RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
-    assert len(set(pool.pids()) - before) >= 1  # the worker that held the job was replaced
+    assert get_pool(FAST) is pool
     _pool_is_idle_and_quick()
 
 
@@ -500,34 +509,38 @@ def test_explicit_timeouts_override_the_config():
 
 def test_the_pool_is_reused_across_calls():
     pool = get_pool(FAST)
-    before = pool.pids()
+    template = pool.template_pid()
     play_batch([CODE, RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
     play_batch([CODE], seeds=[3], sandbox_config=FAST)
-    assert get_pool(FAST) is pool and pool.pids() == before
+    assert get_pool(FAST) is pool and pool.template_pid() == template
 
 
-def test_a_killed_worker_is_replaced_and_the_pool_keeps_working():
+def test_every_game_gets_a_process_of_its_own():
     pool = get_pool(FAST)
-    before = set(pool.pids())
+    before = pool.jobs_started
+    play_batch([CODE, RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
+    assert pool.jobs_started - before == 4
+    assert not _job_processes()
+
+
+def test_a_killed_job_leaves_the_pool_working():
     results = play_batch(
         ["def strategy(board):\n    while True:\n        pass\n", RANDOM_VALID],
         seeds=[1],
         sandbox_config=FAST,
     )
     assert results[0][0].state == "timeout" and results[1][0].state in ("success", "failed")
-    after = set(pool.pids())
-    assert len(after) == len(before) and len(after - before) == 1
+    assert not _job_processes()
     assert execute_strategy(CODE, GameBoard(seed=1), config=FAST).state == "stalled"
 
 
-def test_a_worker_that_died_while_idle_is_replaced_without_blaming_the_next_strategy():
+def test_a_template_that_died_is_replaced_without_blaming_the_next_strategy():
     pool = get_pool(FAST)
-    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
-    victim = pool.pids()[0]
+    victim = pool.template_pid()
     os.kill(victim, signal.SIGKILL)
     results = play_batch([RANDOM_VALID + f"# {i}\n" for i in range(4)], seeds=[1], sandbox_config=FAST)
     assert [row[0].state for row in results] == [results[0][0].state] * 4
-    assert results[0][0].state in ("success", "failed") and victim not in pool.pids()
+    assert results[0][0].state in ("success", "failed") and pool.template_pid() != victim
 
 
 def test_games_run_in_parallel():
@@ -540,13 +553,13 @@ def test_games_run_in_parallel():
 
 def test_identical_sources_play_once():
     pool = get_pool(FAST)
-    before = pool.pids()
+    before = pool.jobs_started
     loop = "def strategy(board):\n    while True:\n        pass\n"
     start = time.perf_counter()
     results = play_batch([loop] * 6, seeds=[1], sandbox_config=FAST)
     assert time.perf_counter() - start < 1.0  # one 0.2 s timeout, not six
     assert len({r[0] for r in results}) == 1
-    assert len(set(pool.pids()) - set(before)) == 1
+    assert pool.jobs_started - before == 1
 
 
 # --- where the pool can start from ---------------------------------------------------------------
@@ -591,8 +604,11 @@ def test_pool_starts_from_a_notebook_kernel(tmp_path):
     nbclient.NotebookClient(
         notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    outputs = "".join(output.get("text", "") for output in notebook.cells[0].outputs)
-    assert outputs.splitlines() == ["top-level code ran", "failed"]
+    outputs = notebook.cells[0].outputs
+    printed = "".join(output.get("text", "") for output in outputs if output.get("name") == "stdout")
+    assert printed.splitlines() == ["top-level code ran", "failed"]
+    warned = "".join(output.get("text", "") for output in outputs if output.get("name") == "stderr")
+    assert warned.startswith("sandbox walls: ")  # the one line naming the walls in force
 
 
 def test_the_worker_never_imports_the_callers_main_or_its_heavy_modules(tmp_path):
