@@ -5,8 +5,9 @@ four decent strategies, one that always plays the same key (a no-op once that di
 one infinite loop, one that raises and one syntax error. Both sides compute all three rewards, called
 one after the other as TRL calls them, on the same seeded game.
 
-- sandbox: `helpers.rewards.reward_functions(config)` with a warm worker pool and an empty verdict
-  cache each repetition (every step brings new completions), so games really are played each time.
+- sandbox: `helpers.rewards.reward_functions(config)` with a warm pool (its template process started)
+  and an empty verdict cache each repetition (every step brings new completions), so games really are
+  played each time, each in a fresh walled process forked from the template.
 - serial baseline, as the reference notebook did it: extract, `exec` in this process, play each game
   under a 5 s SIGALRM timer for the whole game, no stall detection, one completion after another.
 
@@ -206,7 +207,9 @@ def main() -> None:
         ours = tuple(values[index] for values in sandboxed)
         theirs = tuple(values[index] for values in serial)
         print(f"{name:<20} {ours!s:<36} {theirs}")
-    print(f"workers: {len(get_pool(config.sandbox).workers)}")
+    pool = get_pool(config.sandbox)
+    print(f"games at once: {pool.size}; one process per game ({pool.jobs_started} started)")
+    print(pool.walls)
     print(f"sandboxed, first step (pool start included): {cold:.3f} s")
     print(
         f"sandboxed, warm step (median of {args.repeats}): {warm:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times)})"

@@ -127,6 +127,32 @@ def test_extract_function_is_quick_on_a_huge_completion():
     assert time.perf_counter() - start < 1.0
 
 
+def test_extract_function_is_linear_on_repeated_channel_headers():
+    # a 1 MB completion of headers without a message once took minutes (regex backtracking)
+    for text in ("<|channel|>final" * 62_500, "<|channel|>final<|message|>" * 38_000, "```" * 300_000):
+        start = time.perf_counter()
+        extract_function(text)
+        assert time.perf_counter() - start < 1.0
+
+
+def test_extract_function_builds_no_regular_expression_from_the_text():
+    import re
+
+    margin = " " * 900_000
+    text = f"```python\n{margin}def strategy(board):\n{margin}    return 'a'\n```"
+    before = len(re._cache)
+    assert extract_function(text) == CODE
+    assert len(re._cache) <= before
+    assert all(len(str(key)) < 10_000 for key in re._cache)
+
+
+def test_dedent_matches_textwrap():
+    from helpers.sandbox_extract import dedent
+
+    for code in ["  a\n    b\n  c", "\ta\n\t  b\n   \n\tc", "a\n  b", "  a\n\tb", "   \n  x\n \t \n  y\n"]:
+        assert dedent(code) == textwrap.dedent(code)
+
+
 # --- check_source -----------------------------------------------------------------------------------
 
 CHECK_CASES = [
@@ -642,6 +668,55 @@ def test_sandbox_and_rewards_import_without_torch():
     done = _run_python(["-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_check_cache_keeps_digests_not_sources():
+    from helpers import sandbox_checks
+
+    source = "def strategy(board):\n    return 'a'\n" + "# padding\n" * 9_000
+    check_source(source)
+    assert all(len(digest) == 16 for digest, _ in sandbox_checks._checked)
+    assert len(sandbox_checks._checked) <= sandbox_checks.CHECK_CACHE_SIZE
+
+
+def test_a_source_too_long_is_malformed_without_being_remembered():
+    from helpers import sandbox_checks
+
+    before = len(sandbox_checks._checked)
+    assert check_source("#" * (sandbox.MAX_SOURCE_CHARS + 1)).verdict == "malformed"
+    assert len(sandbox_checks._checked) == before
+
+
+# --- text from a strategy is cut to printable characters ---------------------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\u202etxt.exe\u200b\r"
+
+
+def test_a_reason_holds_no_control_character():
+    source = f"def strategy(board):\n    raise ValueError({ESCAPES!r} + 'end')\n"
+    error = execute_strategy(source, GameBoard(seed=1), config=FAST).error
+    assert error.isprintable() and error.endswith("end") and "pwned" in error
+
+
+def test_printed_output_keeps_new_lines_and_tabs_only():
+    source = f"def strategy(board):\n    print({ESCAPES!r}, 'a\\tb')\n    return 'x'\n"
+    output = execute_strategy(source, GameBoard(seed=1), config=FAST).output
+    assert output.endswith("a\tb\n") and output.replace("\n", "").replace("\t", "").isprintable()
+
+
+def test_a_key_that_cannot_be_shown_is_recorded_as_empty():
+    result = execute_strategy(
+        "def strategy(board):\n    return 'a\\x1b[2J'\n", GameBoard(seed=1), config=FAST
+    )
+    assert (result.state, result.keys) == ("failed", ("",))
+    assert result.error == "invalid key 'a\\x1b[2J'"
+
+
+def test_printable_removes_controls_and_plains_spaces():
+    from helpers.sandbox_rules import printable
+
+    assert printable("a\x1b[0m\u00a0b\ud800\u2028c") == "a[0m b c"
+    assert printable("x\ny\tz\x07", keep="\n\t") == "x\ny\tz"
 
 
 def test_a_source_is_parsed_once_per_allow_list():

@@ -213,6 +213,78 @@ ATTACKS = [
         "star import", "from random import *\ndef strategy(board):\n    return choice('ai')\n", "forbidden"
     ),
     Attack(
+        "functools.update_wrapper merges a library function's globals into the strategy's",
+        """\
+        import functools, random
+        def strategy(board):
+            def helper():
+                pass
+            functools.update_wrapper(helper, random.shuffle, assigned=(), updated=('__globals__',))
+            _os.system('touch MARKER')
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "functools.wraps copies globals",
+        """\
+        from functools import wraps
+        import random
+        def strategy(board):
+            def helper():
+                pass
+            wraps(random.shuffle, assigned=(), updated=('__globals__',))(helper)
+            _os.system('touch MARKER')
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "functools.singledispatch evaluates a string annotation",
+        """\
+        import functools
+        def strategy(board):
+            @functools.singledispatch
+            def choose(x):
+                return 'a'
+            def probe(x: "print.__func__.__globals__['os'].system('touch MARKER')"):
+                return 'a'
+            choose.register(probe)
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "copy.dispatch_table changes what copying does everywhere",
+        """\
+        import copy, collections
+        def strategy(board):
+            copy.dispatch_table[collections.Counter] = lambda c: (collections.Counter, ({'é': 99},))
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "a format string reads globals without a call",
+        "def strategy(board):\n    print('{0.__func__.__globals__[os].environ}'.format(print))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "a format template built at run time",
+        "def strategy(board):\n    t = '{0.' + '__func__}'\n    print(t.format(print))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "format_map",
+        "def strategy(board):\n    print('{x}'.format_map({'x': 1}))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "a match pattern reads a private attribute",
+        "import random\ndef strategy(board):\n    match random.choice:\n        case object(_inst=r):\n            pass\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
         "module-level code",
         "x = [print('side effect') for _ in range(3)]\ndef strategy(board):\n    return 'a'\n",
         "malformed",
@@ -253,8 +325,8 @@ def _unchecked(source: str, config: SandboxConfig = FAST, game: GameBoard | None
     return _play_unchecked(source, game or GameBoard(seed=1), config)
 
 
-def test_there_are_at_least_25_distinct_attacks():
-    assert len({attack.name for attack in ATTACKS}) == len(ATTACKS) >= 25
+def test_there_are_at_least_45_distinct_attacks():
+    assert len({attack.name for attack in ATTACKS}) == len(ATTACKS) >= 45
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda attack: attack.name)
@@ -284,6 +356,26 @@ def test_the_runtime_wall_rejects_what_the_static_checks_let_through():
     result = execute_strategy(source, GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("rejected", "forbidden operation at run time: object.__getattr__")
     assert no_cheating(["```python\n" + source + "```"]) == [-20.0]
+
+
+def test_the_allowed_modules_carry_no_string_driven_member():
+    source = textwrap.dedent(
+        """\
+        import functools, operator, typing, copy
+        def strategy(board):
+            found = [name for module, name in [
+                (functools, 'update_wrapper'), (functools, 'wraps'), (functools, 'singledispatch'),
+                (functools, 'singledispatchmethod'), (operator, 'attrgetter'), (operator, 'methodcaller'),
+                (typing, 'get_type_hints'), (typing, 'ForwardRef'), (copy, 'dispatch_table'),
+            ] if hasattr(module, name)]
+            raise ValueError(str(found))
+        """
+    )
+    assert _unchecked(source).error == "ValueError: []"
+
+
+def test_the_static_checks_allow_a_literal_format_template():
+    assert check_source("def strategy(board):\n    return '{}{:>2}'.format('a', '')[:1]\n").verdict == "ok"
 
 
 # --- attacks the static checks let through on purpose: the limits stop them -----------------------
