@@ -272,8 +272,13 @@ def _set_limits(memory_mb: int, game_timeout: float) -> None:
             resource.setrlimit(which, (soft, hard))
 
 
-def _run_job(plan: walls.Plan, copies: dict, job_fd: int, result_fd: int, page_fd: int) -> None:
-    """The job process: walls up, one game, a result; never returns."""
+def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None, parent: int) -> None:
+    """The job process: walls up, one game, a result; never returns.
+
+    `life_fd` (in a PID namespace) is the read end of a pipe its keeper holds open: at its end the
+    keeper is gone. Otherwise `parent` is the template's pid.
+    """
+    job_fd, result_fd, page_fd = fds
     try:
         data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
         os.close(job_fd)
@@ -283,9 +288,17 @@ def _run_job(plan: walls.Plan, copies: dict, job_fd: int, result_fd: int, page_f
         del data
         walls.enter_root(plan)
         os.dup2(result_fd, 3)
-        os.closerange(4, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 5))
+        if life_fd is not None:
+            os.dup2(life_fd, 4)
+        os.closerange(4 if life_fd is None else 5, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 6))
         _set_limits(job["memory_mb"], job["game_timeout"])
         walls.seal(plan)
+        walls.die_with_parent()  # again: changing the user cleared it
+        orphan = select.select([4], [], [], 0)[0] if life_fd is not None else os.getppid() != parent
+        if life_fd is not None:
+            os.close(4)
+        if orphan:
+            os._exit(WALLS_EXIT)
     except BaseException:  # noqa: BLE001 - a wall that failed: run nothing
         os._exit(WALLS_EXIT)
     result_fd = 3
@@ -317,6 +330,7 @@ def _run_job(plan: walls.Plan, copies: dict, job_fd: int, result_fd: int, page_f
 
 def _start_job(plan: walls.Plan, copies: dict, fds: list[int], closing: list[int]) -> None:
     """In the forked child: leave the template's loop, then keep or become the job process."""
+    life_fd, parent = None, os.getppid()
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -324,18 +338,21 @@ def _start_job(plan: walls.Plan, copies: dict, fds: list[int], closing: list[int
             os.close(fd)
         os.setpgid(0, 0)
         walls.die_with_parent()
+        if os.getppid() != parent:
+            os._exit(WALLS_EXIT)
         if plan.pidns:
+            life_fd, life_write = os.pipe()
             child = walls.enter_pid_namespace()
             if child:  # the keeper: waits outside the namespace, exits the way the job did
-                for fd in fds:
+                for fd in [*fds, life_fd]:
                     os.close(fd)
                 _, status = os.waitpid(child, 0)
                 code = os.waitstatus_to_exitcode(status)
                 os._exit(code if code >= 0 else SIGNAL_EXIT - code)
-            walls.die_with_parent()
+            os.close(life_write)
     except BaseException:  # noqa: BLE001 - no PID namespace although the probe had one: run nothing
         os._exit(WALLS_EXIT)
-    _run_job(plan, copies, *fds)
+    _run_job(plan, copies, fds, life_fd, parent)
 
 
 # --- the template -----------------------------------------------------------------------------------------
@@ -391,6 +408,9 @@ def main() -> None:
 
         copies = _prepare_modules(allowed)
         plan = walls.prepare(requested, user)
+        walls.die_with_parent()  # again: entering a user namespace cleared it
+        if os.getppid() != parent:
+            return
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
         signal.set_wakeup_fd(wake_write)

@@ -5,38 +5,29 @@ The flow for one completion: `extract_function` (`helpers.sandbox_extract`) find
 its syntax tree without running anything, and only code that passes is played: `play_batch` for many
 sources and seeds at once, `execute_strategy` for one game. This module judges the games; the
 processes live in `helpers.sandbox_pool` (trainer side) and `helpers._sandbox_worker` (the template
-and the job processes), the kernel walls in `helpers.sandbox_walls`, and the lists both sides share
-in `helpers.sandbox_rules`.
+and the job processes), the kernel walls in `helpers.sandbox_walls`, the lists both sides share in
+`helpers.sandbox_rules`. docs/SANDBOX.md has the whole threat model.
 
-The boundary is the operating system's. A template process, a fresh interpreter started with an
-empty environment (never `multiprocessing`, so any `__main__` and a CUDA parent are fine), forks a
-new process for every game; nothing a strategy does there reaches another game, and nothing it
-starts outlives it. Each job process, before the strategy runs, puts up what the machine allows and
-`walls_in_force()` reports (the pool prints it in one line when it starts): an unprivileged user
-(when the trainer is root) or no capabilities (in a user namespace), a seccomp filter (no programs,
-processes, threads, signals, sockets, ptrace, file changes or opened files), network and IPC
-namespaces without interfaces, a PID namespace of its own, read-only file systems, an empty root
-directory, no inherited descriptor but its result pipe, resource limits (memory, CPU, no file size,
-no processes, no core) and an audit hook no Python code can reach. Inside, the Python walls remain,
-as defence in depth: the static checks, restricted builtins, stripped copies of the allowed modules
-(no private or string-driven members such as `functools.update_wrapper` or `copy.dispatch_table`).
+The boundary is the operating system's. A template process, a fresh interpreter with an empty
+environment (never `multiprocessing`, so any `__main__` and a CUDA parent are fine), forks a new
+process for every game: nothing a strategy does there reaches another game, and nothing it starts
+outlives it. Before the strategy runs, that process puts up what the machine allows, reported by
+`walls_in_force()` and printed in one line when the pool starts: an unprivileged user, a seccomp
+filter, network/IPC and PID namespaces, read-only file systems, an empty root, no descriptor but its
+result pipe, resource limits and an audit hook no Python code can reach. The Python walls stay as
+defence in depth: static checks, restricted builtins, stripped module copies.
 
-The verdict is the trainer's. A job plays its own copy of the game and logs each key into a page of
-memory shared with the trainer; the trainer reads the page and the job's result only when they carry
-the job's random token, and replays the keys on the caller's game, so the worst a strategy that broke
-every wall could do is choose moves. The trainer enforces the limits from outside: a call over
-`call_timeout` (0.5 s) or a game over `game_timeout` (5 s) has the job's process group killed, which
-no strategy can catch; `stall_moves` moves in a row that change nothing end the game as `stalled`.
-Every reason and output is cut to printable characters before anyone logs or prints it. The
-strategy's `random` is seeded from the game, never with the game's own spawn seed.
+The verdict is the trainer's: it believes a job's page and result only with the job's token, replays
+the logged keys on the caller's game (so a strategy that broke every wall could only choose moves),
+kills a call over `call_timeout` or a game over `game_timeout` from outside, ends `stall_moves` no-op
+moves in a row as `stalled`, and cuts every reason and output to printable characters. The strategy's
+`random` is seeded from the game, never with the game's spawn seed.
 
-What this does NOT protect against. A kernel or CPython exploit inside the job process (the walls
-then shrink what it can reach, but an exploit of the kernel itself goes past them); a strategy that
-escapes the Python walls and reads its own game's future tiles from its process's memory (it can only
-win its own game that way: no other game, file, process or the trainer is within reach); side channels
-and CPU/memory pressure within the limits. The walls a machine cannot provide (no seccomp off Linux,
-no namespaces where user namespaces are disabled, no user change unless root) are missing and
-reported as such; on macOS `RLIMIT_AS` is not enforced either, and Windows is not supported.
+What this does NOT protect against: a kernel exploit from the system calls left to a job; a strategy
+that escapes the Python walls reading its own game's future tiles from its own memory (it wins only
+its own game: nothing else is within reach); guessable game seeds; side channels. Walls a machine
+cannot provide are missing and reported (no seccomp off Linux, no namespaces where user namespaces are
+refused, no user change unless root); `RLIMIT_AS` does not hold on macOS; Windows is not supported.
 """
 
 from __future__ import annotations

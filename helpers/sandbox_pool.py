@@ -629,4 +629,15 @@ def shutdown_pool() -> None:
         _pool = None
 
 
+def _forget_pool_in_a_forked_child() -> None:
+    """After `os.fork` (a data loader, say): drop the parent's pool and locks without touching its template."""
+    global _pool, _pool_lock
+    if _pool is not None and _pool.template is not None:
+        with contextlib.suppress(OSError):
+            _pool.template.socket.close()  # this process's copy only: the parent keeps its template
+    _pool, _pool_lock = None, threading.Lock()
+
+
 atexit.register(shutdown_pool)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_a_forked_child)

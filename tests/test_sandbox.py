@@ -588,6 +588,30 @@ def test_identical_sources_play_once():
     assert pool.jobs_started - before == 1
 
 
+FORKED = textwrap.dedent(
+    """\
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from helpers.game import GameBoard
+    from helpers.sandbox import execute_strategy, get_pool
+    code = "def strategy(board):\\n    return 'a'\\n"
+    template = get_pool().template_pid()
+    child = os.fork()
+    if child == 0:
+        state = execute_strategy(code, GameBoard(seed=1)).state
+        os._exit(0 if state == "stalled" and get_pool().template_pid() != template else 1)
+    _, status = os.waitpid(child, 0)
+    print(os.waitstatus_to_exitcode(status), execute_strategy(code, GameBoard(seed=1)).state, get_pool().template_pid() == template)
+    """
+)
+
+
+def test_a_forked_child_starts_its_own_pool_and_leaves_its_parents_alone():
+    done = _run_python(["-c", FORKED.format(root=str(ROOT))])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "stalled", "True"]
+
+
 # --- where the pool can start from ---------------------------------------------------------------
 
 SCRIPT = textwrap.dedent(

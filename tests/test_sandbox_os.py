@@ -243,6 +243,48 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+KILLED_TRAINER = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {root!r})
+from helpers.config import SandboxConfig
+from helpers.game import GameBoard
+from helpers.sandbox import execute_strategy, get_pool
+config = SandboxConfig(call_timeout=60, game_timeout=60)
+print(get_pool(config).template_pid(), flush=True)
+loop = "def strategy(board):\\n    while True:\\n        pass\\n"
+threading.Thread(target=execute_strategy, args=(loop, GameBoard(seed=1)), kwargs={{"config": config}}).start()
+time.sleep(0.5)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="processes die with their parent on Linux (PR_SET_PDEATHSIG)")
+def test_nothing_outlives_a_trainer_killed_mid_game():
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_TRAINER.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    template = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 3.0
+    while Path(f"/proc/{template}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{template}").exists() or b"_sandbox_worker" not in _cmdline(template)
+    busy = [path.parent.name for path in Path("/proc").glob("[0-9]*/status") if _is_job(path)]
+    assert busy == []
+
+
+def _is_job(status: Path) -> bool:
+    """A process of a sandbox job: the nobody user, spinning (a job of the test above)."""
+    try:
+        text = status.read_text()
+    except OSError:
+        return False
+    uid = SandboxConfig().unprivileged_id
+    return f"Uid:\t{uid}\t" in text and "State:\tR" in text and "python" in text
+
+
 # --- results bound to their game ----------------------------------------------------------------------
 
 _FORGE = """\
@@ -314,9 +356,13 @@ VICTIM = textwrap.dedent(
     """\
     import collections, random
     def strategy(board):
+        global room
+        try:
+            room
+        except NameError:
+            room = bytearray(200 * 2**20)  # fails if memory was parked by an earlier game
         counts = collections.Counter({'a': 2, 'u': 1, 'i': 1, 'é': 1})
         counts[random.choice('auié')] += 1
-        keep = bytearray(100 * 2**20)  # fails if memory was parked by an earlier game
         return counts.most_common(1)[0][0]
     """
 )
