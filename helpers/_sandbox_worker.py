@@ -397,6 +397,7 @@ def main() -> None:
     try:
         os.environ.clear()
         walls.die_with_parent()
+        walls.adopt_orphans()  # a job whose keeper was killed with it is reaped here, not left a zombie
         if os.getppid() != parent:
             return
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -433,10 +434,15 @@ def _serve(sock: socket.socket, plan: walls.Plan, copies: dict, own_fds: list[in
             if wake_read in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_read, 4096)
-            while jobs:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
                 if pid == 0:
                     break
+                if pid not in jobs:  # an orphaned job process, adopted
+                    continue
                 code = os.waitstatus_to_exitcode(status)
                 if plan.pidns and code > SIGNAL_EXIT:
                     code = SIGNAL_EXIT - code
