@@ -24,9 +24,9 @@ import time
 from types import SimpleNamespace
 
 from helpers import rewards
-from helpers.config import Config
+from helpers.config import Config, SandboxConfig
 from helpers.game import from_config
-from helpers.sandbox import extract_function, get_pool
+from helpers.sandbox import extract_function, get_pool, play_batch
 
 _SLIDE = """
     def slide(rows, direction):
@@ -178,6 +178,20 @@ def serial_step(completions: list[str], config: Config, game_seconds: float = 5.
     return [works, clean, succeeds]
 
 
+def game_overhead(games: int = 100) -> dict[str, float]:
+    """Milliseconds per one-move game played one at a time (process, walls, replay), with and without
+    the operating-system walls: the price of a fresh walled process per game."""
+    source = "def strategy(board):\n    return 'left'\n"  # one invalid key: the game ends at once
+    times = {}
+    for name, walls in (("all walls", SandboxConfig().os_walls), ("no OS walls", ())):
+        config = SandboxConfig(os_walls=walls, max_workers=1)
+        play_batch([source], seeds=[0], sandbox_config=config)  # the template is up
+        start = time.perf_counter()
+        play_batch([source], seeds=range(games), sandbox_config=config)
+        times[name] = (time.perf_counter() - start) / games * 1000
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="sandboxed steps to time (the median is kept)")
@@ -216,6 +230,10 @@ def main() -> None:
     )
     print(f"serial in-process with SIGALRM: {baseline:.3f} s")
     print(f"speed-up: {baseline / warm:.1f}x")
+    overhead = game_overhead()
+    print(
+        "one-move game, one at a time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in overhead.items())
+    )
 
 
 if __name__ == "__main__":
