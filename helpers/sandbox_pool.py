@@ -591,11 +591,12 @@ _reported: set[str] = set()
 
 
 def _report(walls: Walls) -> None:
-    """Print the walls in force, once per process for each distinct line."""
+    """Print the walls in force (on stdout, like the trainer's other status lines), once per process
+    for each distinct line."""
     line = str(walls)
     if line not in _reported:
         _reported.add(line)
-        print(line, file=sys.stderr, flush=True)
+        print(line, flush=True)
 
 
 _pool: WorkerPool | None = None

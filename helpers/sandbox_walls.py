@@ -40,6 +40,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -599,7 +600,10 @@ def enter_pid_namespace() -> int:
 
 
 def seal(plan: Plan) -> None:
-    """The job's own walls after its root: the user (or capabilities), then no new privileges and seccomp."""
+    """The job's own walls after its root: not dumpable (no core dump, no ptrace by its own user), the
+    user (or capabilities), then no new privileges and seccomp."""
+    if sys.platform.startswith("linux"):
+        prctl(PR_SET_DUMPABLE, 0)
     if plan.user is not None:
         drop_user(plan.user)
     if plan.drop_capabilities:

@@ -266,7 +266,7 @@ def test_nothing_outlives_a_trainer_killed_mid_game():
         text=True,
         timeout=60,
     )
-    template = int(done.stdout.split()[0])
+    template = int(done.stdout.split()[-1])  # after the line naming the walls
     deadline = time.monotonic() + 3.0
     while Path(f"/proc/{template}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -454,10 +454,10 @@ def test_where_namespaces_are_refused_the_pool_still_plays_and_says_what_is_miss
         cwd="/",
     )
     assert done.returncode == 0, done.stderr
-    missing, state = done.stdout.splitlines()
+    walls, missing, state = done.stdout.splitlines()
     assert missing == "['mountns', 'netns', 'pidns']"
     assert state in ("success", "failed")
-    assert "missing: " in done.stderr
+    assert walls.startswith("sandbox walls: ") and "; missing: " in walls
 
 
 UNPRIVILEGED = """
@@ -496,7 +496,7 @@ def test_an_unprivileged_trainer_gets_the_walls_through_a_user_namespace():
     if done.returncode != 0 and "No such file" in done.stderr:
         pytest.skip("setpriv is not installed")
     assert done.returncode == 0, done.stderr
-    active, state = done.stdout.splitlines()
+    _, active, state = done.stdout.splitlines()
     assert active.startswith("['audit hook'") and "'user'" in active
     assert state == "rejected"
 
