@@ -5,16 +5,16 @@ environment and no descriptor but its end of a socket. The template never runs a
 the game and the allowed modules once, prepares the stripped copies of those modules, puts up the walls
 that hold for every job (`helpers.sandbox_walls.prepare`), reports them, and then serves the parent:
 each job message brings three descriptors (the job's data, the write end of its result pipe, its
-shared page) and the template forks a process for it, reports the process id, kills it on request,
-and reports how it exited. When the parent goes, the template and every job go with it.
+shared page) and the template forks a process for it, kills it on request (its process group) and
+reports how it exited. When the parent goes, the template and every job go with it.
 
-A job process reads its job, maps its page, roots itself in an empty deleted directory, closes every
-descriptor but its result pipe, sets its resource limits, drops its user, installs its seccomp filter,
-and only then runs the strategy, with restricted builtins, stripped module copies and an audit hook
-that no Python code can reach (a closure registered with `sys.addaudithook`, armed until the process
-ends). It plays one game, writes the keys it plays into the shared page and a small JSON result, both
-marked with the job's token, and exits. Nothing it did outlives it. See `helpers.sandbox` for the
-threat model.
+A job process enters a PID namespace of its own (a keeper process waits for it outside), reads its
+job, maps its page, roots itself in an empty deleted directory, closes every descriptor but its result
+pipe, sets its resource limits, drops its user, installs its seccomp filter, and only then runs the
+strategy, with restricted builtins, stripped module copies and an audit hook that no Python code can
+reach (a closure registered with `sys.addaudithook`, armed until the process ends). It plays one game,
+writes the keys it plays into the shared page and a small JSON result, both marked with the job's
+token, and exits. Nothing it did outlives it. See docs/SANDBOX.md for the threat model.
 """
 
 from __future__ import annotations
@@ -473,7 +473,6 @@ def _serve(sock: socket.socket, plan: walls.Plan, copies: dict, own_fds: list[in
             for fd in fds:
                 os.close(fd)
             jobs[pid] = message["job"]
-            sock.sendall(_frame({"started": message["job"], "pid": pid}))
     finally:
         for pid in jobs:
             with contextlib.suppress(OSError):

@@ -310,7 +310,6 @@ class _Running:
     result_fd: int
     dispatched: float
     buffer: bytearray = field(default_factory=bytearray)
-    pid: int | None = None
     result: dict | None = None
     closed: bool = False
     status: int | None = None
@@ -443,16 +442,13 @@ class _Batch:
             self._template_gone()
             return
         for message in messages:
-            running = self.running.get(message.get("started", message.get("exit")))
-            if running is None:
+            running = self.running.get(message.get("exit"))
+            if running is None:  # a job already judged
                 continue
-            if "started" in message:
-                running.pid = message["pid"]
-            else:
-                running.status = message["status"]
-                self._read_result(running)
-                if running.number in self.running:
-                    self._finish_dead(running)
+            running.status = message["status"]
+            self._read_result(running)
+            if running.number in self.running:
+                self._finish_dead(running)
 
     def _read_result(self, running: _Running) -> None:
         """Read what the job's pipe holds; finish the job at its result, or at its end without one."""

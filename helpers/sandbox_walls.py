@@ -513,7 +513,9 @@ def _probe(plan: Plan, requested: tuple[str, ...], root: bool, in_user_namespace
     if "chroot" in requested and plan.root_fd is not None:
         candidate.chroot = True
     if "user" in requested:
-        if root:
+        if root and user <= 0:
+            plan.missing["user"] = f"SandboxConfig.unprivileged_id is {user}, which is root"
+        elif root:
             candidate.user = user
         elif in_user_namespace:
             candidate.drop_capabilities = True
