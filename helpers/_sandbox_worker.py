@@ -310,7 +310,7 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
         table = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
         table["print"], table["__import__"] = output.print, imports
         namespace = {"__builtins__": table, "__name__": "strategy"}
-        moves = _game(job["game"], page, job["stall_moves"])
+        moves = _game(pickle.loads(job["game"]), page, job["stall_moves"])
         source, python_walls = job["source"], job["python_walls"]
         random.seed(job["strategy_seed"])
         del job

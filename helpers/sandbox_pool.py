@@ -147,7 +147,7 @@ def job_data(job: Job, token: bytes) -> bytes:
     limits = job.limits
     message = {
         "source": job.source,
-        "game": GameBoard.copy(job.game),
+        "game": game,
         "token": token,
         "stall_moves": limits.stall_moves,
         "max_output_chars": limits.max_output_chars,
