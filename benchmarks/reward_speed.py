@@ -5,8 +5,9 @@ four decent strategies, one that always plays the same key (a no-op once that di
 one infinite loop, one that raises and one syntax error. Both sides compute all three rewards, called
 one after the other as TRL calls them, on the same seeded game.
 
-- sandbox: `helpers.rewards.reward_functions(config)` with a warm worker pool and an empty verdict
-  cache each repetition (every step brings new completions), so games really are played each time.
+- sandbox: `helpers.rewards.reward_functions(config)` with a warm pool (its template process started)
+  and an empty verdict cache each repetition (every step brings new completions), so games really are
+  played each time, each in a fresh walled process forked from the template.
 - serial baseline, as the reference notebook did it: extract, `exec` in this process, play each game
   under a 5 s SIGALRM timer for the whole game, no stall detection, one completion after another.
 
@@ -23,9 +24,9 @@ import time
 from types import SimpleNamespace
 
 from helpers import rewards
-from helpers.config import Config
+from helpers.config import Config, SandboxConfig
 from helpers.game import from_config
-from helpers.sandbox import extract_function, get_pool
+from helpers.sandbox import extract_function, get_pool, play_batch
 
 _SLIDE = """
     def slide(rows, direction):
@@ -177,6 +178,20 @@ def serial_step(completions: list[str], config: Config, game_seconds: float = 5.
     return [works, clean, succeeds]
 
 
+def game_overhead(games: int = 100) -> dict[str, float]:
+    """Milliseconds per one-move game played one at a time (process, walls, replay), with and without
+    the operating-system walls: the price of a fresh walled process per game."""
+    source = "def strategy(board):\n    return 'left'\n"  # one invalid key: the game ends at once
+    times = {}
+    for name, walls in (("all walls", SandboxConfig().os_walls), ("no OS walls", ())):
+        config = SandboxConfig(os_walls=walls, max_workers=1)
+        play_batch([source], seeds=[0], sandbox_config=config)  # the template is up
+        start = time.perf_counter()
+        play_batch([source], seeds=range(games), sandbox_config=config)
+        times[name] = (time.perf_counter() - start) / games * 1000
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="sandboxed steps to time (the median is kept)")
@@ -206,13 +221,19 @@ def main() -> None:
         ours = tuple(values[index] for values in sandboxed)
         theirs = tuple(values[index] for values in serial)
         print(f"{name:<20} {ours!s:<36} {theirs}")
-    print(f"workers: {len(get_pool(config.sandbox).workers)}")
+    pool = get_pool(config.sandbox)
+    print(f"games at once: {pool.size}; one process per game ({pool.jobs_started} started)")
+    print(pool.walls)
     print(f"sandboxed, first step (pool start included): {cold:.3f} s")
     print(
         f"sandboxed, warm step (median of {args.repeats}): {warm:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times)})"
     )
     print(f"serial in-process with SIGALRM: {baseline:.3f} s")
     print(f"speed-up: {baseline / warm:.1f}x")
+    overhead = game_overhead()
+    print(
+        "one-move game, one at a time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in overhead.items())
+    )
 
 
 if __name__ == "__main__":

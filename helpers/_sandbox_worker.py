@@ -1,18 +1,20 @@
-"""The worker process of `helpers.sandbox`: plays games with an untrusted strategy, under hard limits.
+"""The sandbox's template process and the job processes it forks: one fresh process per game.
 
-The parent starts it as `python -I -S -c "..."` (never through `multiprocessing`, so the caller's
-`__main__` is never imported) and talks to it over two pipes with length-prefixed messages: jobs
-come in as pickles (from the trusted parent), results go out as small JSON objects (the worker may
-be compromised, so the parent never unpickles what it sends). A shared memory page tells the parent
-when the current `strategy(board)` call started (so the parent can kill a call that overruns), holds
-the log of keys played (so the parent can replay the game after a kill) and, if the audit hook fired,
-the name of the forbidden event.
+The parent (`helpers.sandbox_pool`) starts the template as `python -I -S -c "..."` with an empty
+environment and no descriptor but its end of a socket. The template never runs a strategy: it imports
+the game and the allowed modules once, prepares the stripped copies of those modules, puts up the walls
+that hold for every job (`helpers.sandbox_walls.prepare`), reports them, and then serves the parent:
+each job message brings three descriptors (the job's data, the write end of its result pipe, its
+shared page) and the template forks a process for it, kills it on request (its process group) and
+reports how it exited. When the parent goes, the template and every job go with it.
 
-Inside the worker the strategy runs with restricted builtins, imports limited to an allow-list
-(handed out as stripped copies of the modules), resource limits (address space, CPU, no file
-writes, no new processes, no core dumps) and an audit hook that ends the process at the first
-forbidden operation (opening a file, `os.*`, sockets, `ctypes`, `gc`, frame and code introspection,
-loading a module). See `helpers.sandbox` for the threat model.
+A job process enters a PID namespace of its own (a keeper process waits for it outside), reads its
+job, maps its page, roots itself in an empty deleted directory, closes every descriptor but its result
+pipe, sets its resource limits, drops its user, installs its seccomp filter, and only then runs the
+strategy, with restricted builtins, stripped module copies and an audit hook that no Python code can
+reach (a closure registered with `sys.addaudithook`, armed until the process ends). It plays one game,
+writes the keys it plays into the shared page and a small JSON result, both marked with the job's
+token, and exits. Nothing it did outlives it. See docs/SANDBOX.md for the threat model.
 """
 
 from __future__ import annotations
@@ -27,148 +29,53 @@ import os
 import pickle
 import random
 import resource
+import select
+import signal
+import socket
 import struct
 import sys
 import time
 import types
 import warnings
 
-SHM_BYTES = 1 << 20
-"""Size of the page shared with the parent: a header, then the log of keys played."""
-CALL_START = 0
-"""Offset of the f64 monotonic time at which the running call started (0.0 between calls)."""
-LOG_LENGTH = 8
-"""Offset of the u32 count of bytes used in the key log."""
-EVENT = 12
-"""Offset of the NUL-padded name of the audit event that ended the process."""
-EVENT_BYTES = 64
-"""Room for that name."""
-LOG_START = 128
-"""Offset where the key log starts: entries of one length byte and that many UTF-8 bytes."""
-NOT_A_KEY = 255
-"""Length byte of an entry that stands for a return value that is not a usable string."""
-MAX_KEY_CHARS = 16
-"""A stripped string longer than this is no key of any key map, and is logged as NOT_A_KEY."""
-AUDIT_EXIT = 86
-"""Exit status of a worker that the audit hook ended."""
-MAX_MESSAGE_BYTES = 1 << 26
-"""Largest job the worker accepts."""
-
-DENIED_EVENTS = (
-    "open",
-    "import",
-    "os.",
-    "subprocess.",
-    "ctypes.",
-    "socket.",
-    "shutil.",
-    "resource.",
-    "signal.",
+from helpers import sandbox_walls as walls
+from helpers.sandbox_rules import (
+    AUDIT_EXIT,
+    CALL_START,
+    DENIED_EVENTS,
+    EVENT,
+    EVENT_BYTES,
+    LOG_LENGTH,
+    LOG_START,
+    MAX_KEY_CHARS,
+    NOT_A_KEY,
+    SAFE_BUILTINS,
+    SHM_BYTES,
+    SIGNAL_EXIT,
+    STRING_DRIVEN_MEMBERS,
+    TOKEN,
+    TOKEN_BYTES,
+    WALLS_EXIT,
 )
-DENIED_EVENTS += (
-    "mmap.",
-    "gc.",
-    "object.__getattr__",
-    "object.__delattr__",
-    "code.__new__",
-    "function.__new__",
-)
-DENIED_EVENTS += ("marshal.", "pickle.", "builtins.input", "builtins.breakpoint", "cpython.", "_thread.")
-DENIED_EVENTS += (
-    "sys.settrace",
-    "sys.setprofile",
-    "sys.addaudithook",
-    "sys._current_frames",
-    "sys.monitoring",
-)
-DENIED_EVENTS += (
-    "sys.setrecursionlimit",
-    "syslog.",
-    "fcntl.",
-    "tempfile.",
-    "glob.",
-    "urllib.",
-    "http.",
-    "ftplib.",
-)
-DENIED_EVENTS += ("smtplib.", "webbrowser.", "winreg.", "msvcrt.", "pdb.", "sqlite3.", "ssl.", "select.")
-"""Audit events (exact names, or prefixes ending in a dot) that end the worker while a strategy runs.
 
-Not denied, because the allowed modules raise them in normal use: `compile` and `exec`
-(`collections.namedtuple`), `sys._getframe` and `object.__setattr__` (namedtuple, typing),
-`builtins.id`.
-"""
-
-SAFE_BUILTINS = (  # noqa: SIM905 - a word list reads better than a column
-    "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict divmod "
-    "enumerate filter float format frozenset hasattr hash hex id int isinstance issubclass iter len "
-    "list map max min next object oct ord pow property range repr reversed round set slice sorted "
-    "staticmethod str sum super tuple zip ArithmeticError AssertionError AttributeError "
-    "BaseException Exception IndexError KeyError LookupError MemoryError NameError NotImplementedError "
-    "OverflowError RecursionError RuntimeError StopIteration TypeError UnboundLocalError ValueError "
-    "ZeroDivisionError NotImplemented Ellipsis __build_class__"
-).split()
-"""Builtins a strategy may use; everything else (open, eval, getattr, type, ...) is simply absent."""
-
-HIDDEN_ATTRIBUTES = frozenset(
-    {"attrgetter", "methodcaller", "get_type_hints", "ForwardRef", "evaluate_forward_ref"}
-)
-"""Public members of allowed modules that turn strings into attribute access or code: left out."""
-
-_armed = False
-_shm: mmap.mmap | None = None
+_DENIED_EXACT = frozenset(event for event in DENIED_EVENTS if not event.endswith("."))
+_DENIED_PREFIXES = tuple(event for event in DENIED_EVENTS if event.endswith("."))
 
 
-def _audit(event: str, _args: tuple) -> None:
-    """End the process at a forbidden operation while a strategy runs (hooks cannot be removed)."""
-    if _armed and (event in DENIED_EVENTS or event.startswith(DENIED_EVENTS)):
-        name = event.encode("utf-8", "replace")[:EVENT_BYTES]
-        _shm[EVENT : EVENT + EVENT_BYTES] = name.ljust(EVENT_BYTES, b"\0")
-        os._exit(AUDIT_EXIT)
+# --- messages -------------------------------------------------------------------------------------------
 
 
-def _read_exact(fd: int, count: int) -> bytes | None:
-    chunks, remaining = [], count
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _send(fd: int, message: dict) -> None:
+def _frame(message: dict) -> bytes:
     data = json.dumps(message).encode()
-    data = struct.pack("<I", len(data)) + data
+    return struct.pack("<I", len(data)) + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data) :]
 
 
-def _set_limits(memory_mb: int) -> None:
-    """Caps that hold for the worker's whole life; each is skipped where the platform refuses it."""
-    limits = [
-        (resource.RLIMIT_FSIZE, 0),
-        (resource.RLIMIT_CORE, 0),
-        (getattr(resource, "RLIMIT_NPROC", None), 0),
-        (resource.RLIMIT_AS, memory_mb << 20),
-    ]
-    for which, value in limits:
-        if which is None:
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(which, (value, value))
-
-
-def _set_cpu_budget(seconds: float) -> None:
-    """Let the process use at most `seconds` more CPU time before the kernel ends it (SIGXCPU)."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    budget = math.ceil(used.ru_utime + used.ru_stime + seconds) + 1
-    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-    if hard != resource.RLIM_INFINITY:
-        budget = min(budget, hard)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CPU, (budget, hard))
+# --- what a strategy sees -------------------------------------------------------------------------------
 
 
 class _Output:
@@ -196,22 +103,26 @@ class _Output:
 class _Imports:
     """The `__import__` a strategy sees: allowed modules only, already loaded, as stripped copies."""
 
-    def __init__(self, allowed: tuple[str, ...]) -> None:
+    def __init__(self, allowed: tuple[str, ...], copies: dict[str, types.ModuleType]) -> None:
         self.allowed = frozenset(allowed)
-        self.copies: dict[str, types.ModuleType] = {}
+        self.copies = copies
 
     def _is_allowed(self, name: str) -> bool:
         return name.partition(".")[0] in self.allowed
 
     def copy_of(self, module: types.ModuleType) -> types.ModuleType:
-        """A fresh module object with the public members (changing it changes nothing shared)."""
+        """A fresh module object with the public members (changing it changes nothing shared).
+
+        Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, and members that
+        are modules outside the allow-list (so `typing.sys` is absent).
+        """
         name = module.__name__
         if name in self.copies:
             return self.copies[name]
         copy = types.ModuleType(name)
         self.copies[name] = copy
         for key, value in list(vars(module).items()):
-            if key.startswith("_") or key in HIDDEN_ATTRIBUTES:
+            if key.startswith("_") or key in STRING_DRIVEN_MEMBERS:
                 continue
             if isinstance(value, types.ModuleType):
                 if not self._is_allowed(value.__name__):
@@ -223,18 +134,10 @@ class _Imports:
     def __call__(self, name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
         if level or type(name) is not str or not self._is_allowed(name):
             raise ImportError(f"import of {name!r} is not allowed")
-        if name not in sys.modules:
+        module = sys.modules.get(name if fromlist else name.partition(".")[0])
+        if module is None or name not in sys.modules:
             raise ImportError(f"module {name!r} is not available in the sandbox")
-        if fromlist:
-            return self.copy_of(sys.modules[name])
-        return self.copy_of(sys.modules[name.partition(".")[0]])
-
-
-def _builtins(output: _Output, imports: _Imports) -> dict:
-    table = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
-    table["print"] = output.print
-    table["__import__"] = imports
-    return table
+        return self.copy_of(module)
 
 
 def _describe(exc: BaseException) -> str:
@@ -265,116 +168,312 @@ def _as_key(move: object) -> str | None:
     return key
 
 
-def _log_key(position: int, key: str | None) -> int:
-    """Append a key to the shared log; returns the new position, or -1 when the log is full."""
-    entry = bytes([NOT_A_KEY]) if key is None else bytes([len(encoded := key.encode())]) + encoded
-    end = position + len(entry)
-    if end > SHM_BYTES:
-        return -1
-    _shm[position:end] = entry
-    struct.pack_into("<I", _shm, LOG_LENGTH, end - LOG_START)
-    return end
+# --- one job ----------------------------------------------------------------------------------------------
+
+_STOP = object()
+"""Sent into the game instead of a key: the strategy failed, the game ends here."""
 
 
-def _play(job: dict) -> dict:
-    """Play one game to its end; the parent replays the key log to judge it."""
-    global _armed
-    game = job["game"]
-    output = _Output(job["max_output_chars"])
-    imports = _Imports(tuple(job["allowed_imports"]))
-    _preload(sorted(imports.allowed))
-    namespace = {"__builtins__": _builtins(output, imports), "__name__": "strategy"}
-    random.seed(job["strategy_seed"])
-    struct.pack_into("<I", _shm, LOG_LENGTH, 0)
-    position = LOG_START
-    stall_moves = job["stall_moves"]
-    idle = 0
-    end, error = "over", None
-    _set_cpu_budget(job["game_timeout"])
-    _armed = True
-    struct.pack_into("<d", _shm, CALL_START, time.monotonic())
+def _game(game, page: mmap.mmap, stall_moves: int):
+    """The game, as a generator: it yields boards, receives keys, logs them, and returns how it ended.
+
+    Only this generator's frame holds the game (and its random state): while the strategy runs the
+    generator is suspended, and reaching a suspended generator's frame (`gi_frame`) ends the job.
+    """
+    position, idle, end = LOG_START, 0, "over"
+    while game.state() == "ongoing":
+        key = yield game.board()
+        if key is _STOP:
+            end = "error"
+            break
+        entry = bytes([NOT_A_KEY]) if key is None else bytes([len(encoded := key.encode())]) + encoded
+        if position + len(entry) > SHM_BYTES:
+            end = "log_full"
+            break
+        page[position : position + len(entry)] = entry
+        position += len(entry)
+        struct.pack_into("<I", page, LOG_LENGTH, position - LOG_START)
+        if game.do_action(key):
+            idle = 0
+            continue
+        idle += 1
+        if idle >= stall_moves and game.state() == "ongoing":
+            end = "stalled"
+            break
+    return end, game.score(), game.max_tile()
+
+
+def _play(source: str, namespace: dict, moves, page: mmap.mmap) -> tuple[str, str | None, int, int]:
+    """Run the strategy's module, then call it on each board: (end, error, score, max tile)."""
+    error = None
+    struct.pack_into("<d", page, CALL_START, time.monotonic())
     try:
-        exec(compile(job["source"], "<strategy>", "exec", dont_inherit=True), namespace)
+        exec(compile(source, "<strategy>", "exec", dont_inherit=True), namespace)
         strategy = namespace["strategy"]
     except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the strategy's error
         error = _describe(exc)
-    struct.pack_into("<d", _shm, CALL_START, 0.0)
-    while error is None and game.state() == "ongoing":
-        board = game.board()
-        struct.pack_into("<d", _shm, CALL_START, time.monotonic())
-        try:
-            key = _as_key(strategy(board))
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are errors too
-            error = _describe(exc)
-            break
-        finally:
-            struct.pack_into("<d", _shm, CALL_START, 0.0)
-        position = _log_key(position, key)
-        if position < 0:
-            end = "log_full"
-            break
-        if game.do_action(key):
-            idle = 0
-        else:
-            idle += 1
-            if idle >= stall_moves and game.state() == "ongoing":
-                end = "stalled"
+    struct.pack_into("<d", page, CALL_START, 0.0)
+    try:
+        board = next(moves)
+        while error is None:
+            struct.pack_into("<d", page, CALL_START, time.monotonic())
+            try:
+                key = _as_key(strategy(board))
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are errors too
+                error = _describe(exc)
                 break
-    _armed = False
-    if error is not None:
-        end = "error"
-    return {
-        "end": end,
-        "error": error,
-        "output": output.text(),
-        "score": game.score(),
-        "max_tile": game.max_tile(),
-    }
+            finally:
+                struct.pack_into("<d", page, CALL_START, 0.0)
+            board = moves.send(key)
+        moves.send(_STOP)
+    except StopIteration as stop:
+        end, score, max_tile = stop.value
+        return ("error" if error is not None else end), error, score, max_tile
+    raise RuntimeError("the game did not end")  # pragma: no cover - _game returns after _STOP
 
 
-def _preload(names: list[str]) -> None:
-    """Import the allowed modules now: while a strategy runs, loading a module ends the worker."""
-    for name in names:
+def _arm_audit_hook(page: mmap.mmap) -> None:
+    """End the process at the first forbidden operation, from now until it exits.
+
+    The hook is a closure that nothing else refers to: no Python code can reach it to switch it off,
+    and hooks cannot be removed.
+    """
+    exact, prefixes, exit_now = _DENIED_EXACT, _DENIED_PREFIXES, os._exit
+
+    def hook(event: str, _args: tuple) -> None:
+        if event in exact or event.startswith(prefixes):
+            page[EVENT : EVENT + EVENT_BYTES] = event.encode("utf-8", "replace")[:EVENT_BYTES].ljust(
+                EVENT_BYTES, b"\0"
+            )
+            exit_now(AUDIT_EXIT)
+
+    sys.addaudithook(hook)
+
+
+def _set_limits(memory_mb: int, game_timeout: float) -> None:
+    """Caps for the job's whole life; each is skipped where the platform refuses it.
+
+    The CPU budget ends the job with SIGXCPU, or SIGKILL a second later (process 1 of a PID namespace
+    ignores SIGXCPU).
+    """
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = math.ceil(used.ru_utime + used.ru_stime + game_timeout) + 1
+    limits = [
+        (resource.RLIMIT_FSIZE, 0, 0),
+        (resource.RLIMIT_CORE, 0, 0),
+        (getattr(resource, "RLIMIT_NPROC", None), 0, 0),
+        (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+    ]
+    for which, soft, hard in limits:
+        if which is None:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(which, (soft, hard))
+
+
+def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None, parent: int) -> None:
+    """The job process: walls up, one game, a result; never returns.
+
+    `life_fd` (in a PID namespace) is the read end of a pipe its keeper holds open: at its end the
+    keeper is gone. Otherwise `parent` is the template's pid.
+    """
+    job_fd, result_fd, page_fd = fds
+    try:
+        data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
+        os.close(job_fd)
+        page = mmap.mmap(page_fd, SHM_BYTES)
+        os.close(page_fd)
+        job = pickle.loads(data)
+        del data
+        walls.enter_root(plan)
+        os.dup2(result_fd, 3)
+        if life_fd is not None:
+            os.dup2(life_fd, 4)
+        os.closerange(4 if life_fd is None else 5, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 6))
+        _set_limits(job["memory_mb"], job["game_timeout"])
+        walls.seal(plan)
+        walls.die_with_parent()  # again: changing the user cleared it
+        orphan = select.select([4], [], [], 0)[0] if life_fd is not None else os.getppid() != parent
+        if life_fd is not None:
+            os.close(4)
+        if orphan:
+            os._exit(WALLS_EXIT)
+    except BaseException:  # noqa: BLE001 - a wall that failed: run nothing
+        os._exit(WALLS_EXIT)
+    result_fd = 3
+    token = job["token"]
+    page[TOKEN : TOKEN + TOKEN_BYTES] = token
+    try:
+        output = _Output(job["max_output_chars"])
+        imports = _Imports(tuple(job["allowed_imports"]), copies)
+        table = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
+        table["print"], table["__import__"] = output.print, imports
+        namespace = {"__builtins__": table, "__name__": "strategy"}
+        moves = _game(pickle.loads(job["game"]), page, job["stall_moves"])
+        source, python_walls = job["source"], job["python_walls"]
+        random.seed(job["strategy_seed"])
+        del job
+        if python_walls:
+            _arm_audit_hook(page)
+        else:  # a test of the operating-system walls alone: the real builtins
+            namespace = {"__name__": "strategy"}
+        end, error, score, max_tile = _play(source, namespace, moves, page)
+        message = {"token": token.hex(), "end": end, "error": error, "output": output.text()}
+        message.update(score=score, max_tile=max_tile)
+    except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError in the game loop: report it
+        message = {"token": token.hex(), "end": "error", "error": "worker: " + _describe(exc)}
+    with contextlib.suppress(BaseException):
+        _write_all(result_fd, _frame(message))
+    os._exit(0)
+
+
+def _start_job(plan: walls.Plan, copies: dict, fds: list[int], closing: list[int]) -> None:
+    """In the forked child: leave the template's loop, then keep or become the job process."""
+    life_fd, parent = None, os.getppid()
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in closing:
+            os.close(fd)
+        os.setpgid(0, 0)
+        walls.die_with_parent()
+        if os.getppid() != parent:
+            os._exit(WALLS_EXIT)
+        if plan.pidns:
+            life_fd, life_write = os.pipe()
+            child = walls.enter_pid_namespace()
+            if child:  # the keeper: waits outside the namespace, exits the way the job did
+                for fd in [*fds, life_fd]:
+                    os.close(fd)
+                _, status = os.waitpid(child, 0)
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(code if code >= 0 else SIGNAL_EXIT - code)
+            os.close(life_write)
+    except BaseException:  # noqa: BLE001 - no PID namespace although the probe had one: run nothing
+        os._exit(WALLS_EXIT)
+    _run_job(plan, copies, fds, life_fd, parent)
+
+
+# --- the template -----------------------------------------------------------------------------------------
+
+
+def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
+    """One message from the parent and the descriptors that came with its header; None at the end."""
+    header, fds, _, _ = socket.recv_fds(sock, 4, 3)
+    if len(header) < 4:
+        for fd in fds:
+            os.close(fd)
+        return None
+    (size,) = struct.unpack("<I", header)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data), list(fds)
+
+
+def _prepare_modules(allowed: list[str]) -> dict[str, types.ModuleType]:
+    """Import the allowed modules and make their stripped copies once, for every job to inherit."""
+    for name in allowed + ["collections.abc"]:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    copies: dict[str, types.ModuleType] = {}
+    imports = _Imports(tuple(allowed), copies)
+    for name in sorted(name for name in sys.modules if imports._is_allowed(name)):
+        imports.copy_of(sys.modules[name])
+    return copies
 
 
 def main() -> None:
-    """Serve jobs until the parent closes the pipe.
-
-    `argv`: job fd, result fd, shared page fd, memory cap in MiB, comma-separated modules to preload.
-    """
-    global _shm, _armed
-    job_fd, result_fd, shm_fd, memory_mb = (int(arg) for arg in sys.argv[1:5])
+    """The template. `argv`: socket fd, parent pid, allowed modules, OS walls to try, unprivileged id."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    parent = int(sys.argv[2])
+    allowed = [name for name in sys.argv[3].split(",") if name]
+    requested = tuple(name for name in sys.argv[4].split(",") if name)
+    user = int(sys.argv[5])
     try:
-        _shm = mmap.mmap(shm_fd, SHM_BYTES)
-        import helpers.game  # noqa: F401 - the class of the pickled games
-
-        _preload([name for name in sys.argv[5].split(",") if name] + ["collections.abc"])
-        warnings.simplefilter("ignore")  # showing a warning imports modules, which would end the worker
+        os.environ.clear()
+        walls.die_with_parent()
+        walls.adopt_orphans()  # a job whose keeper was killed with it is reaped here, not left a zombie
+        if os.getppid() != parent:
+            return
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        sys.addaudithook(_audit)
-        _set_limits(memory_mb)
+        os.close(devnull)
+        warnings.simplefilter("ignore")  # showing a warning imports modules, which would end a job
+        import helpers.game  # noqa: F401 - the class of the pickled games
+
+        copies = _prepare_modules(allowed)
+        plan = walls.prepare(requested, user)
+        walls.die_with_parent()  # again: entering a user namespace cleared it
+        if os.getppid() != parent:
+            return
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
     except BaseException as exc:  # noqa: BLE001 - report any start-up failure to the parent
-        _send(result_fd, {"fatal": _describe(exc)})
+        sock.sendall(_frame({"fatal": _describe(exc)}))
         return
-    _send(result_fd, {"ready": os.getpid()})
-    while True:
-        header = _read_exact(job_fd, 4)
-        if header is None:
-            return
-        (size,) = struct.unpack("<I", header)
-        if size > MAX_MESSAGE_BYTES:
-            return
-        data = _read_exact(job_fd, size)
-        if data is None:
-            return
-        try:
-            result = _play(pickle.loads(data))
-        except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError in the game loop: report, then quit
-            _armed = False
-            _send(result_fd, {"end": "error", "error": "worker: " + _describe(exc), "fatal": True})
-            return
-        _send(result_fd, result)
+    ready = {"ready": os.getpid(), "walls": plan.active, "missing": plan.missing, "details": plan.details}
+    sock.sendall(_frame(ready))
+    _serve(sock, plan, copies, [sock.fileno(), wake_read, wake_write])
+
+
+def _serve(sock: socket.socket, plan: walls.Plan, copies: dict, own_fds: list[int]) -> None:
+    """Fork a process per job, kill on request, report exits; at the parent's end, kill every job."""
+    jobs: dict[int, int] = {}  # pid -> job id
+    wake_read = own_fds[1]
+    try:
+        while True:
+            readable, _, _ = select.select([sock, wake_read], [], [])
+            if wake_read in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 4096)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid not in jobs:  # an orphaned job process, adopted
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                if plan.pidns and code > SIGNAL_EXIT:
+                    code = SIGNAL_EXIT - code
+                sock.sendall(_frame({"exit": jobs.pop(pid), "status": code}))
+            if sock not in readable:
+                continue
+            received = _receive(sock)
+            if received is None:
+                return
+            message, fds = received
+            if "kill" in message:
+                for pid, job in jobs.items():
+                    if job == message["kill"]:
+                        with contextlib.suppress(OSError):
+                            os.killpg(pid, signal.SIGKILL)
+                continue
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                sock.sendall(_frame({"exit": message["job"], "status": WALLS_EXIT, "error": str(exc)}))
+                continue
+            if pid == 0:
+                _start_job(plan, copies, fds, own_fds)
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
+            for fd in fds:
+                os.close(fd)
+            jobs[pid] = message["job"]
+    finally:
+        for pid in jobs:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)

@@ -65,6 +65,11 @@ class SandboxConfig:
         "bisect",
     )
     """Modules a strategy may import; anything else is cheating."""
+    os_walls: tuple[str, ...] = ("user", "seccomp", "netns", "pidns", "mountns", "chroot")
+    """Operating-system walls to put up where the machine allows them (`helpers.sandbox.walls_in_force()`
+    says which are); leave one out only to test the others."""
+    unprivileged_id: int = 65534
+    """User and group id every game runs as when the trainer runs as root (65534: nobody/nogroup)."""
 
 
 @dataclass(frozen=True)

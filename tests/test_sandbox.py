@@ -22,14 +22,13 @@ from helpers.game import GameBoard, from_config
 from helpers.sandbox import (
     STATES,
     GameResult,
-    _Batch,
-    _Worker,
     check_source,
     execute_strategy,
     extract_function,
     get_pool,
     play_batch,
 )
+from helpers.sandbox_pool import _Batch, _Template
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = SandboxConfig(call_timeout=0.2, game_timeout=2.0)
@@ -126,6 +125,32 @@ def test_extract_function_is_quick_on_a_huge_completion():
     start = time.perf_counter()
     assert extract_function(text) == CODE
     assert time.perf_counter() - start < 1.0
+
+
+def test_extract_function_is_linear_on_repeated_channel_headers():
+    # a 1 MB completion of headers without a message once took minutes (regex backtracking)
+    for text in ("<|channel|>final" * 62_500, "<|channel|>final<|message|>" * 38_000, "```" * 300_000):
+        start = time.perf_counter()
+        extract_function(text)
+        assert time.perf_counter() - start < 1.0
+
+
+def test_extract_function_builds_no_regular_expression_from_the_text():
+    import re
+
+    margin = " " * 900_000
+    text = f"```python\n{margin}def strategy(board):\n{margin}    return 'a'\n```"
+    before = len(re._cache)
+    assert extract_function(text) == CODE
+    assert len(re._cache) <= before
+    assert all(len(str(key)) < 10_000 for key in re._cache)
+
+
+def test_dedent_matches_textwrap():
+    from helpers.sandbox_extract import dedent
+
+    for code in ["  a\n    b\n  c", "\ta\n\t  b\n   \n\tc", "a\n  b", "  a\n\tb", "   \n  x\n \t \n  y\n"]:
+        assert dedent(code) == textwrap.dedent(code)
 
 
 # --- check_source -----------------------------------------------------------------------------------
@@ -401,12 +426,24 @@ def test_a_game_longer_than_the_record_keeps_no_keys(monkeypatch):
 
 
 def _pool_is_idle_and_quick() -> None:
-    """No worker holds a job of an earlier call, and the next game plays at once, as usual."""
-    assert all(w.job is None for w in get_pool(FAST).workers)
+    """No job of an earlier call is left running, and the next game plays at once, as usual."""
+    assert not _job_processes()
     start = time.perf_counter()
     result = execute_strategy(CODE, GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("stalled", "32 moves in a row changed nothing")
     assert time.perf_counter() - start < FAST.game_timeout / 2
+
+
+def _job_processes() -> list[int]:
+    """Live processes forked by the pool's template (its children), after a moment to let them go."""
+    template = get_pool(FAST).template_pid()
+    deadline = time.monotonic() + 2.0
+    while True:
+        children = Path(f"/proc/{template}/task/{template}/children")
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
 
 
 def test_a_game_subclass_defined_in_a_function_plays_like_a_plain_game():
@@ -439,11 +476,9 @@ def test_a_game_that_is_not_a_game_board_is_refused(game):
     _pool_is_idle_and_quick()
 
 
-@pytest.mark.parametrize(("owner", "method"), [(_Worker, "send"), (_Batch, "_read")])
+@pytest.mark.parametrize(("owner", "method"), [(_Template, "send"), (_Batch, "_read_result")])
 def test_an_exception_during_a_batch_leaves_the_pool_healthy(monkeypatch, owner, method):
     pool = get_pool(FAST)
-    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
-    before = set(pool.pids())
     original = getattr(owner, method)
 
     def interrupted(*args, **kwargs):
@@ -453,7 +488,7 @@ def test_an_exception_during_a_batch_leaves_the_pool_healthy(monkeypatch, owner,
     monkeypatch.setattr(owner, method, interrupted)
     with pytest.raises(KeyboardInterrupt):
         play_batch([RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
-    assert len(set(pool.pids()) - before) >= 1  # the worker that held the job was replaced
+    assert get_pool(FAST) is pool
     _pool_is_idle_and_quick()
 
 
@@ -500,34 +535,38 @@ def test_explicit_timeouts_override_the_config():
 
 def test_the_pool_is_reused_across_calls():
     pool = get_pool(FAST)
-    before = pool.pids()
+    template = pool.template_pid()
     play_batch([CODE, RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
     play_batch([CODE], seeds=[3], sandbox_config=FAST)
-    assert get_pool(FAST) is pool and pool.pids() == before
+    assert get_pool(FAST) is pool and pool.template_pid() == template
 
 
-def test_a_killed_worker_is_replaced_and_the_pool_keeps_working():
+def test_every_game_gets_a_process_of_its_own():
     pool = get_pool(FAST)
-    before = set(pool.pids())
+    before = pool.jobs_started
+    play_batch([CODE, RANDOM_VALID], seeds=[1, 2], sandbox_config=FAST)
+    assert pool.jobs_started - before == 4
+    assert not _job_processes()
+
+
+def test_a_killed_job_leaves_the_pool_working():
     results = play_batch(
         ["def strategy(board):\n    while True:\n        pass\n", RANDOM_VALID],
         seeds=[1],
         sandbox_config=FAST,
     )
     assert results[0][0].state == "timeout" and results[1][0].state in ("success", "failed")
-    after = set(pool.pids())
-    assert len(after) == len(before) and len(after - before) == 1
+    assert not _job_processes()
     assert execute_strategy(CODE, GameBoard(seed=1), config=FAST).state == "stalled"
 
 
-def test_a_worker_that_died_while_idle_is_replaced_without_blaming_the_next_strategy():
+def test_a_template_that_died_is_replaced_without_blaming_the_next_strategy():
     pool = get_pool(FAST)
-    play_batch([CODE], seeds=[1], sandbox_config=FAST)  # every worker has started
-    victim = pool.pids()[0]
+    victim = pool.template_pid()
     os.kill(victim, signal.SIGKILL)
     results = play_batch([RANDOM_VALID + f"# {i}\n" for i in range(4)], seeds=[1], sandbox_config=FAST)
     assert [row[0].state for row in results] == [results[0][0].state] * 4
-    assert results[0][0].state in ("success", "failed") and victim not in pool.pids()
+    assert results[0][0].state in ("success", "failed") and pool.template_pid() != victim
 
 
 def test_games_run_in_parallel():
@@ -540,13 +579,37 @@ def test_games_run_in_parallel():
 
 def test_identical_sources_play_once():
     pool = get_pool(FAST)
-    before = pool.pids()
+    before = pool.jobs_started
     loop = "def strategy(board):\n    while True:\n        pass\n"
     start = time.perf_counter()
     results = play_batch([loop] * 6, seeds=[1], sandbox_config=FAST)
     assert time.perf_counter() - start < 1.0  # one 0.2 s timeout, not six
     assert len({r[0] for r in results}) == 1
-    assert len(set(pool.pids()) - set(before)) == 1
+    assert pool.jobs_started - before == 1
+
+
+FORKED = textwrap.dedent(
+    """\
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from helpers.game import GameBoard
+    from helpers.sandbox import execute_strategy, get_pool
+    code = "def strategy(board):\\n    return 'a'\\n"
+    template = get_pool().template_pid()
+    child = os.fork()
+    if child == 0:
+        state = execute_strategy(code, GameBoard(seed=1)).state
+        os._exit(0 if state == "stalled" and get_pool().template_pid() != template else 1)
+    _, status = os.waitpid(child, 0)
+    print(os.waitstatus_to_exitcode(status), execute_strategy(code, GameBoard(seed=1)).state, get_pool().template_pid() == template)
+    """
+)
+
+
+def test_a_forked_child_starts_its_own_pool_and_leaves_its_parents_alone():
+    done = _run_python(["-c", FORKED.format(root=str(ROOT))])
+    assert done.returncode == 0, done.stderr
+    assert _without_walls(done.stdout) == ["0 stalled True"]
 
 
 # --- where the pool can start from ---------------------------------------------------------------
@@ -563,6 +626,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _without_walls(printed: str) -> list[str]:
+    """The lines printed, less the one line naming the walls, which the pool prints when it starts."""
+    lines = printed.splitlines()
+    walls = [line for line in lines if line.startswith("sandbox walls: ")]
+    assert len(walls) == 1, lines
+    return [line for line in lines if line not in walls]
+
+
 def _run_python(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=60, cwd="/", **kwargs
@@ -574,13 +645,13 @@ def test_pool_starts_from_a_script_without_a_main_guard(tmp_path):
     script.write_text(SCRIPT.format(root=str(ROOT)))
     done = _run_python([str(script)])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["top-level code ran", "failed"]  # the script ran once
+    assert _without_walls(done.stdout) == ["top-level code ran", "failed"]  # the script ran once
 
 
 def test_pool_starts_from_python_reading_stdin():
     done = _run_python(["-"], input=SCRIPT.format(root=str(ROOT)))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["top-level code ran", "failed"]
+    assert _without_walls(done.stdout) == ["top-level code ran", "failed"]
 
 
 def test_pool_starts_from_a_notebook_kernel(tmp_path):
@@ -591,8 +662,8 @@ def test_pool_starts_from_a_notebook_kernel(tmp_path):
     nbclient.NotebookClient(
         notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    outputs = "".join(output.get("text", "") for output in notebook.cells[0].outputs)
-    assert outputs.splitlines() == ["top-level code ran", "failed"]
+    printed = "".join(output.get("text", "") for output in notebook.cells[0].outputs)
+    assert _without_walls(printed) == ["top-level code ran", "failed"]
 
 
 def test_the_worker_never_imports_the_callers_main_or_its_heavy_modules(tmp_path):
@@ -608,7 +679,7 @@ def test_the_worker_never_imports_the_callers_main_or_its_heavy_modules(tmp_path
     )
     done = _run_python([str(script)])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "stalled"
+    assert _without_walls(done.stdout) == ["stalled"]
 
 
 @pytest.mark.gpu
@@ -626,6 +697,55 @@ def test_sandbox_and_rewards_import_without_torch():
     done = _run_python(["-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_check_cache_keeps_digests_not_sources():
+    from helpers import sandbox_checks
+
+    source = "def strategy(board):\n    return 'a'\n" + "# padding\n" * 9_000
+    check_source(source)
+    assert all(len(digest) == 16 for digest, _ in sandbox_checks._checked)
+    assert len(sandbox_checks._checked) <= sandbox_checks.CHECK_CACHE_SIZE
+
+
+def test_a_source_too_long_is_malformed_without_being_remembered():
+    from helpers import sandbox_checks
+
+    before = len(sandbox_checks._checked)
+    assert check_source("#" * (sandbox.MAX_SOURCE_CHARS + 1)).verdict == "malformed"
+    assert len(sandbox_checks._checked) == before
+
+
+# --- text from a strategy is cut to printable characters ---------------------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\u202etxt.exe\u200b\r"
+
+
+def test_a_reason_holds_no_control_character():
+    source = f"def strategy(board):\n    raise ValueError({ESCAPES!r} + 'end')\n"
+    error = execute_strategy(source, GameBoard(seed=1), config=FAST).error
+    assert error.isprintable() and error.endswith("end") and "pwned" in error
+
+
+def test_printed_output_keeps_new_lines_and_tabs_only():
+    source = f"def strategy(board):\n    print({ESCAPES!r}, 'a\\tb')\n    return 'x'\n"
+    output = execute_strategy(source, GameBoard(seed=1), config=FAST).output
+    assert output.endswith("a\tb\n") and output.replace("\n", "").replace("\t", "").isprintable()
+
+
+def test_a_key_that_cannot_be_shown_is_recorded_as_empty():
+    result = execute_strategy(
+        "def strategy(board):\n    return 'a\\x1b[2J'\n", GameBoard(seed=1), config=FAST
+    )
+    assert (result.state, result.keys) == ("failed", ("",))
+    assert result.error == "invalid key 'a\\x1b[2J'"
+
+
+def test_printable_removes_controls_and_plains_spaces():
+    from helpers.sandbox_rules import printable
+
+    assert printable("a\x1b[0m\u00a0b\ud800\u2028c") == "a[0m b c"
+    assert printable("x\ny\tz\x07", keep="\n\t") == "x\ny\tz"
 
 
 def test_a_source_is_parsed_once_per_allow_list():

@@ -20,7 +20,7 @@ import pytest
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
 from helpers.rewards import no_cheating
-from helpers.sandbox import _Job, check_source, execute_strategy, get_pool, play_batch
+from helpers.sandbox import _play_unchecked, check_source, execute_strategy, get_pool, play_batch
 
 FAST = SandboxConfig(call_timeout=0.2, game_timeout=1.0)
 """Short limits; the pool itself (size, memory cap) is the default one."""
@@ -213,6 +213,78 @@ ATTACKS = [
         "star import", "from random import *\ndef strategy(board):\n    return choice('ai')\n", "forbidden"
     ),
     Attack(
+        "functools.update_wrapper merges a library function's globals into the strategy's",
+        """\
+        import functools, random
+        def strategy(board):
+            def helper():
+                pass
+            functools.update_wrapper(helper, random.shuffle, assigned=(), updated=('__globals__',))
+            _os.system('touch MARKER')
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "functools.wraps copies globals",
+        """\
+        from functools import wraps
+        import random
+        def strategy(board):
+            def helper():
+                pass
+            wraps(random.shuffle, assigned=(), updated=('__globals__',))(helper)
+            _os.system('touch MARKER')
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "functools.singledispatch evaluates a string annotation",
+        """\
+        import functools
+        def strategy(board):
+            @functools.singledispatch
+            def choose(x):
+                return 'a'
+            def probe(x: "print.__func__.__globals__['os'].system('touch MARKER')"):
+                return 'a'
+            choose.register(probe)
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "copy.dispatch_table changes what copying does everywhere",
+        """\
+        import copy, collections
+        def strategy(board):
+            copy.dispatch_table[collections.Counter] = lambda c: (collections.Counter, ({'é': 99},))
+            return 'a'
+        """,
+        "forbidden",
+    ),
+    Attack(
+        "a format string reads globals without a call",
+        "def strategy(board):\n    print('{0.__func__.__globals__[os].environ}'.format(print))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "a format template built at run time",
+        "def strategy(board):\n    t = '{0.' + '__func__}'\n    print(t.format(print))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "format_map",
+        "def strategy(board):\n    print('{x}'.format_map({'x': 1}))\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
+        "a match pattern reads a private attribute",
+        "import random\ndef strategy(board):\n    match random.choice:\n        case object(_inst=r):\n            pass\n    return 'a'\n",
+        "forbidden",
+    ),
+    Attack(
         "module-level code",
         "x = [print('side effect') for _ in range(3)]\ndef strategy(board):\n    return 'a'\n",
         "malformed",
@@ -249,12 +321,12 @@ def marker(tmp_path):
 
 
 def _unchecked(source: str, config: SandboxConfig = FAST, game: GameBoard | None = None):
-    """Run a source in a worker WITHOUT the static checks, on a worker of its own."""
-    return get_pool(config).run([_Job(source, game or GameBoard(seed=1), config, 0, True)])[0]
+    """Run a source in a worker WITHOUT the static checks."""
+    return _play_unchecked(source, game or GameBoard(seed=1), config)
 
 
-def test_there_are_at_least_25_distinct_attacks():
-    assert len({attack.name for attack in ATTACKS}) == len(ATTACKS) >= 25
+def test_there_are_at_least_45_distinct_attacks():
+    assert len({attack.name for attack in ATTACKS}) == len(ATTACKS) >= 45
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda attack: attack.name)
@@ -284,6 +356,26 @@ def test_the_runtime_wall_rejects_what_the_static_checks_let_through():
     result = execute_strategy(source, GameBoard(seed=1), config=FAST)
     assert (result.state, result.error) == ("rejected", "forbidden operation at run time: object.__getattr__")
     assert no_cheating(["```python\n" + source + "```"]) == [-20.0]
+
+
+def test_the_allowed_modules_carry_no_string_driven_member():
+    source = textwrap.dedent(
+        """\
+        import functools, operator, typing, copy
+        def strategy(board):
+            found = [name for module, name in [
+                (functools, 'update_wrapper'), (functools, 'wraps'), (functools, 'singledispatch'),
+                (functools, 'singledispatchmethod'), (operator, 'attrgetter'), (operator, 'methodcaller'),
+                (typing, 'get_type_hints'), (typing, 'ForwardRef'), (copy, 'dispatch_table'),
+            ] if hasattr(module, name)]
+            raise ValueError(str(found))
+        """
+    )
+    assert _unchecked(source).error == "ValueError: []"
+
+
+def test_the_static_checks_allow_a_literal_format_template():
+    assert check_source("def strategy(board):\n    return '{}{:>2}'.format('a', '')[:1]\n").verdict == "ok"
 
 
 # --- attacks the static checks let through on purpose: the limits stop them -----------------------
@@ -366,12 +458,12 @@ def test_str_subclass_return_runs_none_of_its_methods():
     assert result.state == "stalled" and result.steps > 1  # played as 'a' (left) until it stalled
 
 
-def test_base_exception_subclass_does_not_take_the_worker_down():
+def test_base_exception_subclass_does_not_take_the_pool_down():
     source = "def strategy(board):\n    class Quit(BaseException):\n        pass\n    raise Quit()\n"
     pool = get_pool(FAST)
-    before = pool.pids()
+    before = pool.template_pid()
     result, _ = _timed(source)
-    assert result.state == "error" and pool.pids() == before
+    assert (result.state, result.error) == ("error", "Quit") and pool.template_pid() == before
 
 
 def test_output_sent_to_a_file_argument_is_captured():
