@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROFILES, Config, EvalConfig, make_config
+from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, make_config
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 
 SECTIONS = ("game", "sandbox", "rewards")
@@ -93,10 +93,15 @@ def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None =
         value = getattr(args, flag, None)
         if value is not None:
             training[flag] = str(value)
+    preset = getattr(args, "train_preset", None)
     with _settings_mistakes():
         if saved_run is not None and args.profile is None:
+            if preset is not None:
+                raise UsageError(
+                    "--preset starts a new run on another game: a resume keeps the run's own game"
+                )
             return saved_config(saved_run, **settings, **training)
-        return make_config(args.profile, **settings, **training)
+        return make_config(args.profile, preset=preset, **settings, **training)
 
 
 def run_folder_of(checkpoint: str | None) -> Path | None:
@@ -464,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train with GRPO (resumable)", description=cmd_train.__doc__)
     _add_config_options(train)
     train.add_argument("--max-steps", type=int, help="optimiser steps to reach (in total, when resuming)")
+    train.add_argument(
+        "--preset",
+        dest="train_preset",
+        choices=sorted(GAME_PRESETS),
+        help="train on another game of helpers.config.GAME_PRESETS, e.g. 4x4-512 (the graded reward comes with it)",
+    )
     train.add_argument("--output-dir", help="the run's folder: checkpoints, metrics.jsonl, train.log")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint"

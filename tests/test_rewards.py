@@ -345,7 +345,9 @@ def test_explain_gives_rewards_and_a_reason_per_completion():
 # --- games that change every step ------------------------------------------------------------------
 
 
-def test_every_step_plays_new_games_and_a_step_plays_the_same_ones(monkeypatch):
+@pytest.fixture
+def played_seeds(monkeypatch):
+    """The seeds of every `play_batch` call the rewards make (each game a lost one), in order."""
     seen = []
 
     def fake(sources, game_config, seeds, sandbox_config):
@@ -354,27 +356,23 @@ def test_every_step_plays_new_games_and_a_step_plays_the_same_ones(monkeypatch):
 
     monkeypatch.setattr(rewards, "play_batch", fake)
     rewards._cache.clear()
+    return seen
+
+
+def test_every_step_plays_new_games_and_a_step_plays_the_same_ones(played_seeds):
     config = Config(rewards=RewardConfig(seed=100, games_per_completion=2))
     completions = [fenced(function("return 'a'\n")), fenced(function("return 'u'\n"))]
     for step in (0, 0, 1, 7):
         strategy_succeeds(completions, config, trainer_state=SimpleNamespace(global_step=step))
     # step 0 twice: its verdicts come from the cache, keyed on the seeds; new steps play new games
-    assert seen == [(100, 101), (102, 103), (114, 115)]
+    assert played_seeds == [(100, 101), (102, 103), (114, 115)]
 
 
-def test_a_step_without_trainer_state_plays_step_zero_and_explain_takes_seeds(monkeypatch):
-    seen = []
-
-    def fake(sources, game_config, seeds, sandbox_config):
-        seen.append(tuple(seeds))
-        return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
-
-    monkeypatch.setattr(rewards, "play_batch", fake)
-    rewards._cache.clear()
+def test_a_step_without_trainer_state_plays_step_zero_and_explain_takes_seeds(played_seeds):
     config = Config(rewards=RewardConfig(seed=5, games_per_completion=1))
     strategy_succeeds([fenced(function("return 'a'\n"))], config)
     explain([fenced(function("return 'a'\n"))], config, seeds=[40, 41, 42])
-    assert seen == [(5,), (40, 41, 42)]
+    assert played_seeds == [(5,), (40, 41, 42)]
 
 
 # --- an answer that is no key never pays -----------------------------------------------------------
