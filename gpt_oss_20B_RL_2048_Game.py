@@ -234,7 +234,8 @@ from helpers.evaluate import PRESETS, compare_rows, evaluate_strategy
 
 EVAL_GAMES = 100
 baselines = [
-    evaluate_strategy(name, config.game, n_games=EVAL_GAMES) for name in ("random", "fixed-order", "greedy")
+    evaluate_strategy(name, config.game, n_games=EVAL_GAMES, progress=True)
+    for name in ("random", "fixed-order", "greedy")
 ]
 pd.DataFrame(compare_rows(baselines))
 
@@ -260,7 +261,10 @@ print(
 
 # %%
 HARDER = PRESETS["4x4-512"]
-harder = [evaluate_strategy(name, HARDER, n_games=EVAL_GAMES) for name in ("random", "fixed-order", "greedy")]
+harder = [
+    evaluate_strategy(name, HARDER, n_games=EVAL_GAMES, progress=True)
+    for name in ("random", "fixed-order", "greedy")
+]
 pd.DataFrame(compare_rows(harder))
 
 # %% [markdown]
@@ -328,8 +332,10 @@ pd.Series({name: getattr(grpo_args, name) for name in settings}).to_frame("GRPOC
 # `metrics.jsonl`, and every completion with its rewards to `completions.jsonl` (the
 # `training_dashboard` notebook reads them). A checkpoint is written every `save_steps`. Running
 # this cell again continues the run from its latest checkpoint (`resume="auto"`) up to `max_steps`,
-# and never overwrites it; settings that differ from the run's stop it with a `RunFolderError` that
-# names them: choose another `output_dir` in the configuration for a new run.
+# and never overwrites it; when the run is already complete (run again, or trained from the command
+# line first), the model takes the run's latest adapter, so everything below sees the trained model.
+# Settings that differ from the run's stop it with a `RunFolderError` that names them: choose
+# another `output_dir` in the configuration for a new run.
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.metrics import learning_line, read_metrics
@@ -337,6 +343,7 @@ from helpers.training import train
 
 result = train(config, resume="auto", model=model, tokenizer=tokenizer)
 print(f"{result.global_step} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
+print(result.model_holds)
 print(learning_line(read_metrics(result.output_dir)))
 
 # %% [markdown]
@@ -391,7 +398,9 @@ else:
 # release format; the small model has no experts to pack, and says so). Each export is loaded back
 # and checked: on a fixed prompt it must change the logits the way the trained adapter does, so an
 # export that silently dropped the experts' LoRA deltas fails here. `inconclusive` means the adapter
-# does not change the model yet (nothing to check).
+# does not change the model yet (nothing to check). An export is written beside its folder and put in
+# place only once checked, and it never replaces an export of more training steps: each folder's
+# `export.json` says which step it holds.
 
 # %% tags=["gpu", "nbval-skip"]
 from helpers.export import FORMATS, ExportError, export_model
@@ -403,5 +412,6 @@ for fmt in FORMATS:
         print(f"{fmt}: not exported: {error}")
         continue
     print(
-        f"{fmt}: {exported.path} in {exported.seconds:.0f} s, {exported.check.verdict}: {exported.check.message}"
+        f"{fmt}: {exported.path} (step {exported.steps}) in {exported.seconds:.0f} s, "
+        f"{exported.check.verdict}: {exported.check.message}"
     )

@@ -28,6 +28,11 @@ not judged: 4-bit experts erase a small change (a short training's), which the m
 
 A process that has imported Unsloth loads merged and MXFP4 exports back in a fresh process: on the
 GPU, Unsloth's patches broke plain transformers loads next to its 4-bit model (benchmarks/RESULTS.md).
+
+No lost work: an export is written beside its destination, checked, and only then put in its place,
+with `export.json` saying how many training steps it holds and what its check found. An export never
+replaces one that holds more training steps (nor one whose steps are unknown): `ExportError` says so.
+An export whose check failed is kept as `<folder>.failed` and the earlier export stays.
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model
+from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model, trained_steps
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
+
+STAMP_FILE = "export.json"
+"""Written into every export: format, training steps, checkpoint, base model and the check's verdict."""
 
 RELATIVE_TOLERANCE = {"lora": 0.02, "merged_16bit": 0.25, "mxfp4": 0.5}
 """Largest accepted difference between the export's change to the logits and the adapter's, relative to the latter.
@@ -122,6 +130,8 @@ class ExportResult:
     """Time to save (and, for mxfp4, to merge and pack)."""
     check: ExportCheck | None
     """The reload check, or None when verification was skipped."""
+    steps: int | None = None
+    """The training steps the exported adapter holds (None when nothing recorded them)."""
 
 
 def _training(config: Config | TrainingConfig) -> TrainingConfig:
@@ -156,30 +166,97 @@ def export_model(
             f"({model_type}) has no experts to pack: export lora or merged_16bit"
         )
     path = Path(path) if path is not None else default_export_dir(training, fmt)
+    steps = trained_steps(model)
+    refuse_to_replace(path, fmt, steps)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if fmt == "lora":
-        save_lora(model, tokenizer, path)
+        save_lora(model, tokenizer, partial)
     elif fmt == "merged_16bit":
-        save_merged_16bit(model, tokenizer, training, path)
+        save_merged_16bit(model, tokenizer, training, partial)
     else:
-        with tempfile.TemporaryDirectory(
-            prefix="merged-", dir=path.parent if path.parent.exists() else None
-        ) as tmp:
+        with tempfile.TemporaryDirectory(prefix="merged-", dir=partial.parent) as tmp:
             save_merged_16bit(model, tokenizer, training, Path(tmp))
-            convert_to_mxfp4(Path(tmp), path)
+            convert_to_mxfp4(Path(tmp), partial)
             seconds = time.perf_counter() - started
-            check = verify_mxfp4_export(model, tokenizer, training, path, Path(tmp)) if verify else None
-        return _checked(fmt, path, seconds, check)
+            check = verify_mxfp4_export(model, tokenizer, training, partial, Path(tmp)) if verify else None
+        return _put_in_place(fmt, partial, path, seconds, check, steps, training)
     seconds = time.perf_counter() - started
-    check = verify_export(model, tokenizer, training, fmt, path) if verify else None
-    return _checked(fmt, path, seconds, check)
+    check = verify_export(model, tokenizer, training, fmt, partial) if verify else None
+    return _put_in_place(fmt, partial, path, seconds, check, steps, training)
 
 
-def _checked(fmt: str, path: Path, seconds: float, check: ExportCheck | None) -> ExportResult:
-    """The export's result, or `ExportVerificationError` when its check failed."""
+def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
+    """An export folder's `export.json`, or None when there is none (or it cannot be read)."""
+    try:
+        stamp = json.loads((Path(path) / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def refuse_to_replace(path: Path, fmt: str, steps: int | None) -> None:
+    """Raise `ExportError` when `path` holds an export that a model at `steps` must not replace."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    stamp = read_stamp(path)
+    if stamp is None:
+        raise ExportError(
+            f"{path} already holds files but no {STAMP_FILE} (an export of an earlier version, or something "
+            "else): not writing over it. Move it away, or export to another folder."
+        )
+    held = stamp.get("steps")
+    if steps is None:
+        raise ExportError(
+            f"{path} holds a {fmt} export of step {held} ({stamp.get('verdict')}), and nothing records how many "
+            "steps this model was trained: not replacing it. Load the model with load_model(config, "
+            "adapter=<checkpoint>) or train it with train(...), or export to another folder."
+        )
+    if isinstance(held, int) and held > steps:
+        raise ExportError(
+            f"{path} holds a {fmt} export of step {held} ({stamp.get('verdict')}); this model holds step {steps}: "
+            "not replacing it with a less trained one. Load the run's latest checkpoint first "
+            "(train(config, resume='auto', model=...) does), or export to another folder."
+        )
+
+
+def _put_in_place(
+    fmt: str,
+    partial: Path,
+    path: Path,
+    seconds: float,
+    check: ExportCheck | None,
+    steps: int | None,
+    training: TrainingConfig,
+) -> ExportResult:
+    """Stamp the checked export and move it into `path`; a failed one is kept aside and raises."""
+    stamp = {
+        "format": fmt,
+        "steps": steps,
+        "base_model": training.model_name,
+        "run": training.output_dir,
+        "verdict": check.verdict if check else "not verified",
+        "check": dataclasses.asdict(check) if check else None,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
     if check is not None and check.verdict == "failed":
-        raise ExportVerificationError(f"{fmt} export in {path}: {check.message}")
-    return ExportResult(format=fmt, path=str(path), seconds=seconds, check=check)
+        failed = path.with_name(path.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        partial.rename(failed)
+        kept = f"; {path} is unchanged" if path.exists() else ""
+        raise ExportVerificationError(f"{fmt} export, kept in {failed}{kept}: {check.message}")
+    if path.exists():
+        old = path.with_name(path.name + ".replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)
+    return ExportResult(format=fmt, path=str(path), seconds=seconds, check=check, steps=steps)
 
 
 # --- writers ---------------------------------------------------------------------------------------

@@ -116,6 +116,34 @@ class ModelLoadError(RuntimeError):
     """The model cannot be loaded on this machine; the message says why and what to do."""
 
 
+STEPS_ATTRIBUTE = "gpt_oss_2048_trained_steps"
+"""Attribute a loaded or trained model carries: the optimiser steps its adapter holds (exports read it)."""
+
+
+def trained_steps(model: Any) -> int | None:
+    """How many training steps the model's adapter holds (0: fresh), or None when nobody recorded it."""
+    steps = getattr(model, STEPS_ATTRIBUTE, None)
+    return steps if isinstance(steps, int) else None
+
+
+def set_trained_steps(model: Any, steps: int) -> None:
+    """Record on the model how many training steps its adapter holds."""
+    setattr(model, STEPS_ATTRIBUTE, int(steps))
+
+
+def adapter_steps(folder: str | os.PathLike) -> int | None:
+    """The training steps an adapter folder holds: a checkpoint's `trainer_state.json`, or a lora export's stamp."""
+    folder = Path(folder)
+    for name, key in (("trainer_state.json", "global_step"), ("export.json", "steps")):
+        try:
+            value = json.loads((folder / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _training(config: Config | TrainingConfig) -> TrainingConfig:
     return config.training if isinstance(config, Config) else config
 
@@ -224,14 +252,38 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     ensure_local_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
+    if adapter is not None and not Path(adapter).is_dir():
+        raise ModelLoadError(
+            f"{adapter} does not exist: pass a checkpoint-N folder of a run, or a lora export"
+        )
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise ModelLoadError(
             f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
             "or a lora export"
         )
-    if unsloth:
-        return _load_with_unsloth(training, adapter)
-    return _load_with_peft(training, gpu, adapter)
+    loaded = _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
+    steps = 0 if adapter is None else adapter_steps(adapter)
+    if steps is not None:
+        set_trained_steps(loaded[0], steps)
+    return loaded
+
+
+def load_adapter_into(model: Any, checkpoint: str | os.PathLike) -> None:
+    """Put a saved adapter's weights into an already loaded model (the same LoRA settings), in place."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ModelLoadError(
+            f"{checkpoint} holds adapter weights this model has no place for ({unexpected[:3]}...): "
+            "it was trained with other LoRA settings"
+        )
+    steps = adapter_steps(checkpoint)
+    if steps is not None:
+        set_trained_steps(model, steps)
 
 
 def unsloth_model_path(config: Config | TrainingConfig) -> str:

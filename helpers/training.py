@@ -79,6 +79,8 @@ class TrainResult:
     """Wall-clock time of this call's training."""
     last_metrics: dict[str, Any] = field(default_factory=dict)
     """The last logged step's metrics."""
+    model_holds: str = ""
+    """What the model passed in (or loaded) holds now, in words: a run's latest adapter, never an older one."""
 
 
 @dataclass
@@ -472,13 +474,19 @@ def train(
     `resume=True` continues the run in `output_dir` from its latest checkpoint; `resume="auto"` does so
     when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
-    from helpers.model import import_unsloth_if_used, load_model
+    from helpers.model import import_unsloth_if_used, load_model, set_trained_steps
 
     check_batch_sizes(config)
     checkpoint = prepare_run_folder(config, resume)
     done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
     if done >= config.training.max_steps:  # the trainer would run one step past the end
-        log.info("%s is at step %d of %d: nothing to train", checkpoint, done, config.training.max_steps)
+        from helpers.model import load_adapter_into
+
+        holds = f"the run is complete at {checkpoint.name} (step {done} of {config.training.max_steps})"
+        if model is not None:
+            load_adapter_into(model, checkpoint)
+            holds += ": the model now holds that checkpoint's adapter"
+        log.info("%s; nothing to train", holds)
         records = read_metrics(metrics_path(config.training.output_dir))
         return TrainResult(
             output_dir=config.training.output_dir,
@@ -487,6 +495,7 @@ def train(
             resumed_from=str(checkpoint),
             seconds=0.0,
             last_metrics=records[-1] if records else {},
+            model_holds=holds,
         )
     start_reward_pool(config)
     import_unsloth_if_used(config)
@@ -521,6 +530,7 @@ def train(
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
+    set_trained_steps(model, trainer.state.global_step)
     records = read_metrics(metrics_path(config.training.output_dir))
     latest = latest_checkpoint(config.training.output_dir)
     return TrainResult(
@@ -530,6 +540,8 @@ def train(
         resumed_from=str(checkpoint) if checkpoint else None,
         seconds=seconds,
         last_metrics=records[-1] if records else {},
+        model_holds=f"the model holds the adapter trained to step {trainer.state.global_step}"
+        + (f", continued from {checkpoint.name}" if checkpoint else ""),
     )
 
 

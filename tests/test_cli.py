@@ -162,6 +162,33 @@ def test_play_checkpoint_watches_the_best_held_out_strategy(tmp_path, capsys):
     assert last.startswith("stalled: ") and "seed 1000000005" in last
 
 
+def test_the_notebook_after_the_cli_exports_the_run_not_a_fresh_adapter(
+    trained_run, tiny_model_dir, tmp_path
+):
+    # What the notebook does after `python -m helpers train`: load the model, run the training cell
+    # (the run is complete), export. The export must hold the run's adapter, and a fresh model must
+    # never replace it.
+    from safetensors.torch import load_file
+
+    from helpers.export import ExportError, export_model, read_stamp
+    from helpers.model import load_model
+    from helpers.training import saved_config, train
+
+    output_dir, _ = trained_run
+    config = saved_config(output_dir)
+    model, tokenizer = load_model(config)
+    result = train(config, resume="auto", model=model, tokenizer=tokenizer, progress=False)
+    assert result.seconds == 0.0 and "now holds that checkpoint's adapter" in result.model_holds
+    exported = export_model(model, tokenizer, config, "lora", tmp_path / "export-lora", verify=False)
+    assert read_stamp(exported.path)["steps"] == 1
+    ours = load_file(Path(exported.path) / "adapter_model.safetensors")
+    run = load_file(output_dir / "checkpoint-1" / "adapter_model.safetensors")
+    assert ours.keys() == run.keys() and all((ours[k] == run[k]).all() for k in run)
+    fresh, _ = load_model(config)
+    with pytest.raises(ExportError, match="step 1 .* this model holds step 0"):
+        export_model(fresh, tokenizer, config, "lora", tmp_path / "export-lora")
+
+
 def test_export_writes_a_checked_lora_adapter(trained_run, capsys):
     output_dir, _ = trained_run
     assert cli.main(["export", "--checkpoint", str(output_dir / "checkpoint-1"), "--format", "lora"]) == 0

@@ -213,3 +213,109 @@ def test_mxfp4_of_a_model_without_experts_is_refused_before_anything_is_written(
     with pytest.raises(ExportError, match=r"\(llama\) has no experts to pack: export lora or merged_16bit"):
         export.export_model(llama, None, config, "mxfp4")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- no lost work ----------------------------------------------------------------------------------
+
+
+def adapter_bytes(folder):
+    return (Path(folder) / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.fixture
+def trained_export(exported, tmp_path):
+    """A lora export stamped as holding 5 training steps, in a folder of its own."""
+    from helpers.model import set_trained_steps
+
+    set_trained_steps(exported["model"], 5)
+    try:
+        result = export.export_model(
+            exported["model"], exported["tokenizer"], exported["config"], "lora", tmp_path / "export-lora"
+        )
+    finally:
+        set_trained_steps(exported["model"], 0)
+    assert export.read_stamp(result.path)["steps"] == 5 and result.steps == 5
+    return Path(result.path)
+
+
+def test_an_export_never_replaces_one_with_more_training_steps(tiny_model_dir, trained_export, exported):
+    before = adapter_bytes(trained_export)
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir))
+    fresh, tokenizer = load_model(config)  # step 0: what a re-run notebook used to export over a run
+    with pytest.raises(ExportError, match=r"holds a lora export of step 5 .*this model holds step 0"):
+        export.export_model(fresh, tokenizer, config, "lora", trained_export)
+    assert adapter_bytes(trained_export) == before and export.read_stamp(trained_export)["steps"] == 5
+    assert not trained_export.with_name("export-lora.partial").exists()
+
+
+def test_a_model_with_as_many_steps_replaces_the_export(trained_export, exported):
+    from helpers.model import set_trained_steps
+
+    set_trained_steps(exported["model"], 5)
+    try:
+        result = export.export_model(
+            exported["model"], exported["tokenizer"], exported["config"], "lora", trained_export, verify=False
+        )
+    finally:
+        set_trained_steps(exported["model"], 0)
+    assert (
+        result.path == str(trained_export) and export.read_stamp(trained_export)["verdict"] == "not verified"
+    )
+    assert sorted(path.name for path in trained_export.parent.iterdir()) == ["export-lora"]
+
+
+def test_a_model_whose_steps_nobody_recorded_replaces_nothing(trained_export, exported):
+    from helpers.model import STEPS_ATTRIBUTE
+
+    model = exported["model"]
+    delattr(model, STEPS_ATTRIBUTE)
+    try:
+        with pytest.raises(ExportError, match="nothing records how many steps"):
+            export.export_model(model, exported["tokenizer"], exported["config"], "lora", trained_export)
+    finally:
+        setattr(model, STEPS_ATTRIBUTE, 0)
+
+
+def test_a_folder_without_a_stamp_is_not_written_over(exported, tmp_path):
+    folder = tmp_path / "export-lora"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="no export.json"):
+        export.export_model(exported["model"], exported["tokenizer"], exported["config"], "lora", folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_an_export_that_fails_its_check_is_kept_aside_and_the_earlier_one_stays(
+    trained_export, exported, monkeypatch
+):
+    from helpers.model import set_trained_steps
+
+    before = adapter_bytes(trained_export)
+    failed = export.ExportCheck("failed", 1.0, 0.9, 0.02, "does not carry the trained weights")
+    monkeypatch.setattr(export, "verify_export", lambda *args, **kwargs: failed)
+    set_trained_steps(exported["model"], 7)
+    try:
+        with pytest.raises(
+            export.ExportVerificationError, match="kept in .*export-lora.failed.* is unchanged"
+        ):
+            export.export_model(
+                exported["model"], exported["tokenizer"], exported["config"], "lora", trained_export
+            )
+    finally:
+        set_trained_steps(exported["model"], 0)
+    assert adapter_bytes(trained_export) == before
+    assert export.read_stamp(trained_export.with_name("export-lora.failed"))["verdict"] == "failed"
+
+
+def test_a_checkpoint_loads_with_its_steps(tiny_model_dir, tmp_path):
+    from helpers.model import trained_steps
+
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir), output_dir=str(tmp_path))
+    model, tokenizer = load_model(config)
+    checkpoint = tmp_path / "checkpoint-12"
+    model.save_pretrained(checkpoint)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 12}))
+    loaded, _ = load_model(config, adapter=checkpoint)
+    assert trained_steps(model) == 0 and trained_steps(loaded) == 12
+    with pytest.raises(Exception, match="does not exist"):
+        load_model(config, adapter=tmp_path / "checkpoint-99")

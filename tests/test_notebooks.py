@@ -185,21 +185,28 @@ def _printed(notebook: nbformat.NotebookNode) -> str:
     )
 
 
-@pytest.mark.slow
-def test_the_whole_main_notebook_runs_on_cpu_tiny(tmp_path):
-    """Every cell of the walk-through, model, GRPO training and export included, on the tiny gpt-oss."""
+def _run(
+    notebook_path: Path, folder: Path, env: dict[str, str], source: str | None = None
+) -> nbformat.NotebookNode:
+    """Execute a notebook with `folder` as its working directory (outputs/ goes there); returns it executed."""
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(MAIN, as_version=4)
+    notebook = nbformat.read(notebook_path, as_version=4)
+    if source is not None:
+        _with_parameters(notebook, source)
     client = NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},  # outputs/ goes to the temporary folder
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
-    client.execute(env={**_notebook_env(), "GPT_OSS_2048_PROFILE": "cpu-tiny", "HF_HUB_OFFLINE": "1"})
+    client.execute(env=env)
+    return notebook
 
-    printed = _printed(notebook)
+
+@pytest.mark.slow
+def test_the_whole_main_notebook_runs_on_cpu_tiny_and_again_without_losing_the_run(tmp_path):
+    """Every cell of the walk-through, model, GRPO training and export included, on the tiny gpt-oss;
+    then Restart & Run All: the run is complete, the model takes its adapter, the exports keep their step."""
+    env = {**_notebook_env(), "GPT_OSS_2048_PROFILE": "cpu-tiny", "HF_HUB_OFFLINE": "1"}
+    printed = _printed(_run(MAIN, tmp_path, env))
     assert "profile: cpu-tiny (set by the environment variable GPT_OSS_2048_PROFILE)" in printed
     steps = make_config("cpu-tiny").training.max_steps
     assert f"{steps} steps in " in printed
@@ -208,7 +215,22 @@ def test_the_whole_main_notebook_runs_on_cpu_tiny(tmp_path):
     assert (run / f"checkpoint-{steps}").is_dir()
     for fmt in ("lora", "merged_16bit", "mxfp4"):
         assert (run / f"export-{fmt}").is_dir(), printed[-3000:]
-        assert re.search(rf"^{fmt}: \S+ in \d+ s, (verified|inconclusive): ", printed, re.M), printed[-3000:]
+        assert re.search(
+            rf"^{fmt}: \S+ \(step {steps}\) in \d+ s, (verified|inconclusive): ", printed, re.M
+        ), printed[-3000:]
+    adapter = (run / "export-lora" / "adapter_model.safetensors").read_bytes()
+
+    again = _printed(_run(MAIN, tmp_path, env))
+    assert f"{steps} steps in 0 s" in again
+    assert (
+        f"the run is complete at checkpoint-{steps} (step {steps} of {steps}): the model now holds that checkpoint's adapter"
+        in again
+    )
+    for fmt in ("lora", "merged_16bit", "mxfp4"):
+        assert re.search(rf"^{fmt}: \S+ \(step {steps}\) in \d+ s, ", again, re.M), again[-3000:]
+    assert (
+        run / "export-lora" / "adapter_model.safetensors"
+    ).read_bytes() == adapter  # the same trained adapter
 
 
 def _with_parameters(notebook: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
@@ -221,16 +243,11 @@ def _with_parameters(notebook: nbformat.NotebookNode, source: str) -> nbformat.N
 @pytest.mark.slow
 def test_the_main_notebook_trains_the_small_real_model_on_cpu(tmp_path, small_model_dir):
     """The CPU path a user gets: SmolLM2 trains (two steps here), is evaluated on held-out games, exports."""
-    from nbclient import NotebookClient
-
     (tmp_path / "outputs").mkdir()
     (tmp_path / "outputs" / "smollm2-135m-instruct").symlink_to(small_model_dir)  # converted once per session
-    notebook = _with_parameters(nbformat.read(MAIN, as_version=4), "max_steps = 2\npreset = None")
-    client = NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
     env = {key: value for key, value in _notebook_env().items() if key != "GPT_OSS_2048_PROFILE"}
-    client.execute(env={**env, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+    env |= {"HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    notebook = _run(MAIN, tmp_path, env, source="max_steps = 2\npreset = None")
 
     printed = _printed(notebook)
     assert "profile: cpu (no NVIDIA GPU found: the small real model" in printed
@@ -243,5 +260,7 @@ def test_the_main_notebook_trains_the_small_real_model_on_cpu(tmp_path, small_mo
         for output in cell.get("outputs", [])
     )
     assert "trained model (16 samples)" in tables and "untrained model (16 samples)" in tables
-    assert re.search(r"^lora: \S+ in \d+ s, (verified|inconclusive): ", printed, re.M), printed[-3000:]
+    assert re.search(r"^lora: \S+ \(step 2\) in \d+ s, (verified|inconclusive): ", printed, re.M), printed[
+        -3000:
+    ]
     assert re.search(r"^mxfp4: not exported: .*experts", printed, re.M), printed[-3000:]

@@ -88,6 +88,41 @@ def test_resume_continues_to_step_three(run):
     assert [record["step"] for record in read_metrics(run["dir"])] == [1, 2, 3]
 
 
+def test_a_finished_run_puts_its_latest_adapter_into_a_fresh_model(run):
+    # The notebook run again, or after `python -m helpers train`: the run is complete, nothing is
+    # trained, and the model it holds must be the run's, not the fresh one it just loaded.
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers.model import trained_steps
+
+    fresh, tokenizer = load_model(run["config"])
+    assert trained_steps(fresh) == 0
+    result = training.train(replace_steps(run["config"], 3), resume="auto", model=fresh, tokenizer=tokenizer)
+    assert (result.global_step, result.seconds) == (3, 0.0)
+    assert (
+        "checkpoint-3" in result.model_holds and "now holds that checkpoint's adapter" in result.model_holds
+    )
+    assert trained_steps(fresh) == 3
+    saved = load_file(run["dir"] / "checkpoint-3" / "adapter_model.safetensors")
+    weights = {name: p for name, p in fresh.named_parameters() if "lora_" in name}
+    assert len(weights) == len(saved) > 0
+    for name, tensor in saved.items():
+        match = [
+            p
+            for full, p in weights.items()
+            if full.replace(".default", "").endswith(name.split("base_model.model.")[-1])
+        ]
+        assert len(match) == 1 and torch.equal(match[0].detach(), tensor), name
+
+
+def test_training_records_its_steps_on_the_model(run):
+    from helpers.model import trained_steps
+
+    assert trained_steps(run["model"]) == 3
+    assert "trained to step 3, continued from checkpoint-2" in run["second"].model_holds
+
+
 def test_saved_config_rebuilds_the_run_settings(run):
     rebuilt = training.saved_config(run["dir"])
     assert as_dict(replace(rebuilt, profile_reason="")) == as_dict(
