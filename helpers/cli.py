@@ -24,10 +24,12 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, make_config
+from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, field_docs, make_config
+from helpers.config import SECTIONS as CONFIG_SECTIONS
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 
 SECTIONS = ("game", "sandbox", "rewards")
@@ -87,12 +89,13 @@ def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None =
     """The configuration from `--profile`, `--set` and the command's own flags, or from a saved run."""
     from helpers.training import saved_config
 
-    settings = parse_settings(args.set or [])
+    settings = parse_settings(getattr(args, "set", None) or [])
+    for section, cls in CONFIG_SECTIONS.items():
+        for item in fields(cls):
+            value = getattr(args, _dest(section, item.name), None)
+            if value is not None and not (section == "training" and item.name == "profile"):
+                settings[section][item.name] = str(value)
     training = settings.pop("training")
-    for flag in ("max_steps", "output_dir"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            training[flag] = str(value)
     preset = getattr(args, "train_preset", None)
     with _settings_mistakes():
         if saved_run is not None and args.profile is None:
@@ -183,6 +186,7 @@ def _console_handler() -> logging.Handler:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with GRPO; resume a run in its output folder with --resume."""
+    from helpers.model import check_loadable
     from helpers.training import train
 
     resume_from = None
@@ -190,6 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
+    check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
     log_path = start_log(config.training.output_dir, args)
     print(f"profile {config.training.profile}: {config.profile_reason}")
     print(f"log: {log_path}")
@@ -444,6 +449,49 @@ def _best_of(checkpoint: str) -> tuple[str, int | None]:
 # --- the parser ------------------------------------------------------------------------------------
 
 
+def _dest(section: str, name: str) -> str:
+    """The argparse destination of a setting's flag: the name for training, `section.name` otherwise."""
+    return name if section == "training" else f"{section}.{name}"
+
+
+def _metavar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true|false"
+    if isinstance(value, tuple):
+        return "A,B,..."
+    return {int: "N", float: "X"}.get(type(value), "TEXT")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting, from the configuration dataclasses; each field's docstring is its help.
+
+    Training settings are `--lora-rank 8`; the other sections' `--game.size 4`, `--rewards.graded true`.
+    Values are checked as `make_config` checks them, with the same messages.
+    """
+    for section, cls in CONFIG_SECTIONS.items():
+        docs, defaults = field_docs(cls), cls()
+        title = (
+            "training settings (defaults: the profile's, or a resumed run's own)"
+            if section == "training"
+            else f"{section} settings"
+        )
+        group = parser.add_argument_group(title)
+        for item in fields(cls):
+            if section == "training" and item.name == "profile":
+                continue
+            default = getattr(defaults, item.name)
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            flag = item.name.replace("_", "-")
+            group.add_argument(
+                f"--{flag}" if section == "training" else f"--{section}.{flag}",
+                dest=_dest(section, item.name),
+                metavar=_metavar(default),
+                help=(
+                    docs.get(item.name, "") + ("" if section == "training" else f" (default {shown})")
+                ).replace("%", "%%"),
+            )
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
@@ -468,20 +516,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train with GRPO (resumable)", description=cmd_train.__doc__)
     _add_config_options(train)
-    train.add_argument("--max-steps", type=int, help="optimiser steps to reach (in total, when resuming)")
     train.add_argument(
         "--preset",
         dest="train_preset",
         choices=sorted(GAME_PRESETS),
         help="train on another game of helpers.config.GAME_PRESETS, e.g. 4x4-512 (the graded reward comes with it)",
     )
-    train.add_argument("--output-dir", help="the run's folder: checkpoints, metrics.jsonl, train.log")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint"
     )
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar (the log still gets every step)"
     )
+    _add_setting_flags(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(

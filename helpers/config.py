@@ -10,7 +10,10 @@ detection asks `nvidia-smi`, so it answers in milliseconds on any machine.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import os
 import shutil
 import subprocess
@@ -381,7 +384,8 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
             try:
                 value = type(current)(value)
             except ValueError:
-                raise ValueError(f"{where}.{key} must be a {type(current).__name__}, not {value!r}") from None
+                kind = {int: "an int", float: "a number"}[type(current)]
+                raise ValueError(f"{where}.{key} must be {kind}, not {value!r}") from None
         converted[key] = value
     return replace(obj, **converted)
 
@@ -469,6 +473,33 @@ def training_seeds(rewards: RewardConfig, step: int | None) -> tuple[int, ...]:
     games = rewards.games_per_completion
     first = rewards.seed + max(0, step or 0) * games
     return tuple(range(first, first + games))
+
+
+SECTIONS: dict[str, type] = {
+    "training": TrainingConfig,
+    "game": GameConfig,
+    "sandbox": SandboxConfig,
+    "rewards": RewardConfig,
+}
+"""The settings' sections, as `make_config` takes them (training's are its keyword arguments)."""
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's one-line docstring (the string under it in the class body): the command line's help."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
 def as_dict(config: Config) -> dict[str, Any]:

@@ -50,7 +50,14 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import EXPERT_PARAMETERS, input_device, load_base_model, load_model, trained_steps
+from helpers.model import (
+    EXPERT_PARAMETERS,
+    input_device,
+    load_base_model,
+    load_model,
+    quiet_loading,
+    trained_steps,
+)
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -153,9 +160,21 @@ def export_model(
 ) -> ExportResult:
     """Save `model` (a LoRA-adapted model from `load_model`) in a format, then check the export.
 
-    Raises `ExportError` when the format cannot be produced and `ExportVerificationError` when the
-    export does not carry the trained weights.
+    Raises `ExportError` when the format cannot be produced or would replace an export of more
+    training steps, and `ExportVerificationError` when the export does not carry the trained weights.
     """
+    with quiet_loading():
+        return _export(model, tokenizer, config, fmt, path, verify)
+
+
+def _export(
+    model: Any,
+    tokenizer: Any,
+    config: Config | TrainingConfig,
+    fmt: str,
+    path: str | os.PathLike | None,
+    verify: bool,
+) -> ExportResult:
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     training = _training(config)
@@ -527,9 +546,10 @@ def _answer_logits_request(request_path: str) -> None:
         key: tuple(value) if isinstance(value, list) else value for key, value in request["training"].items()
     }
     input_ids = torch.tensor(request["input_ids"], device="cuda" if request["on_gpu"] else "cpu")
-    exported, base = export_logits(
-        request["fmt"], Path(request["path"]), TrainingConfig(**fields), input_ids, request["reference"]
-    )
+    with quiet_loading():
+        exported, base = export_logits(
+            request["fmt"], Path(request["path"]), TrainingConfig(**fields), input_ids, request["reference"]
+        )
     torch.save({"exported": exported.cpu(), "base": base.cpu()}, request["answer"])
 
 

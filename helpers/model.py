@@ -23,11 +23,14 @@ neither at the top, and `import_unsloth_if_used(config)` is called before anythi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,34 @@ STEPS_ATTRIBUTE = "gpt_oss_2048_trained_steps"
 """Attribute a loaded or trained model carries: the optimiser steps its adapter holds (exports read it)."""
 
 
+QUIET_LOGGERS = ("transformers.quantizers.quantizer_mxfp4",)
+"""Loggers whose warnings about the project's own loads are noise ("MXFP4 on CPU requires use_kernels")."""
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") and notices off, for the project's loads.
+
+    The project says what it loads and saves; a bar per load (fourteen in an export of every format)
+    only buries that. The small model's one-time conversion keeps its bars: it takes half a minute.
+    """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    hf_logging.disable_progress_bar()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def trained_steps(model: Any) -> int | None:
     """How many training steps the model's adapter holds (0: fresh), or None when nobody recorded it."""
     steps = getattr(model, STEPS_ATTRIBUTE, None)
@@ -204,6 +235,17 @@ def ensure_local_model(config: Config | TrainingConfig) -> Path | None:
     return path
 
 
+def check_loadable(config: Config | TrainingConfig) -> None:
+    """Raise `ModelLoadError` now when this machine cannot load the configured model (writes nothing)."""
+    training = _training(config)
+    if training.profile in ("cpu", "cpu-tiny") and training.model_name in (
+        cpu().model_name,
+        cpu_tiny().model_name,
+    ):
+        return  # made on first use
+    _check_loadable(training, cuda_available())
+
+
 def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
     """Raise `ModelLoadError` with a remedy when this machine cannot load the configured model."""
     if not gpu and (training.profile in GPU_PROFILES or training.load_in_4bit):
@@ -261,7 +303,8 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
             f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
             "or a lora export"
         )
-    loaded = _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
+    with quiet_loading():
+        loaded = _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
     steps = 0 if adapter is None else adapter_steps(adapter)
     if steps is not None:
         set_trained_steps(loaded[0], steps)
@@ -407,11 +450,12 @@ def load_base_model(model_name: str, like: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     on_gpu = like is not None and on_cuda(like)
-    return AutoModelForCausalLM.from_pretrained(
-        model_name,
-        dtype=torch.bfloat16 if on_gpu else torch.float32,
-        device_map="auto" if on_gpu else None,
-    ).eval()
+    with quiet_loading():
+        return AutoModelForCausalLM.from_pretrained(
+            model_name,
+            dtype=torch.bfloat16 if on_gpu else torch.float32,
+            device_map="auto" if on_gpu else None,
+        ).eval()
 
 
 # --- the tiny random gpt-oss --------------------------------------------------------------------

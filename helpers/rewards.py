@@ -114,7 +114,7 @@ class Verdict:
     def reason(self) -> str:
         """One line for a table: what happened and why."""
         if self.check is None:
-            return f"missing: {self.note}"
+            return f"missing: {self.note}; nothing was run or judged"
         if not self.results:
             return f"rejected: {self.check.verdict}: {self.check.reason}"
         parts = []
@@ -473,7 +473,7 @@ def explain(
 
     Example:
         >>> explain(["no code"])[0]["reason"]
-        'missing: no def strategy(board) found'
+        'missing: no def strategy(board) found; nothing was run or judged'
     """
     active = config if isinstance(config, Config) else Config()
     items = _as_list(completions)

@@ -300,8 +300,9 @@ def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
     else:
         if checkpoint is not None:
             raise RunFolderError(
-                f"{folder} already holds a run (latest: {checkpoint.name}). Pass resume=True (--resume) to "
-                "continue it, or choose another output folder (--output-dir), or delete this one."
+                f"{folder} already holds a run (latest: {checkpoint.name}). To continue it: --resume on the "
+                "command line, resume=True in Python. For a new run, another output folder: --output-dir, or "
+                "output_dir= in make_config."
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for old in (metrics_path(folder), completions_path(folder)):
@@ -313,6 +314,56 @@ def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint
+
+
+def write_model_card(config: Config, step: int) -> Path:
+    """`<output_dir>/README.md`: what was trained, on what task, with which settings, and where things are.
+
+    Written at every checkpoint, over the card TRL writes (which names no base model).
+    """
+    from helpers.metrics import learning_line
+    from helpers.prompts import build_prompt
+
+    training, game, rewards = config.training, config.game, config.rewards
+    folder = Path(training.output_dir)
+    functions = ["function_works", "no_cheating", "strategy_succeeds"] + (
+        ["strategy_graded"] if rewards.graded else []
+    )
+    latest = latest_checkpoint(folder)
+    lines = [
+        "---",
+        f"base_model: {training.model_name}",
+        "library_name: peft",
+        "tags: [grpo, lora, trl, 2048, code-generation]",
+        "---",
+        "",
+        f"# {training.model_name} + LoRA: writing 2048 strategies, trained with GRPO",
+        "",
+        f"A LoRA adapter on **{training.model_name}** (profile `{training.profile}`), trained with GRPO (TRL) to "
+        f"answer the prompt below with a Python function `strategy(board)` that plays 2048 on a "
+        f"{game.size}x{game.size} board to {game.target}, keys `{game.keymap}`.",
+        "",
+        f"- Steps: {step} of {training.max_steps}; latest checkpoint: `{latest.name if latest else 'none yet'}`.",
+        f"- Rewards: {', '.join(f'`{name}`' for name in functions)} (values in `run_config.json`, section rewards); "
+        f"{rewards.games_per_completion} seeded games per completion, new games every step.",
+        f"- LoRA r={training.lora_rank}, alpha {training.lora_alpha} on {', '.join(training.target_modules)}; "
+        f"lr {training.learning_rate} {training.lr_scheduler_type}; {training.num_generations} generations of at most "
+        f"{training.max_completion_length} tokens; loss {training.loss_type}, beta {training.beta}, "
+        f"reward scaling {training.scale_rewards}.",
+        f"- Learnt so far: {learning_line(read_metrics(metrics_path(folder)))}.",
+        "- Every setting: `run_config.json`; every step: `metrics.jsonl`; every completion: `completions.jsonl`.",
+        "- Judge it on games training never played: `python -m helpers evaluate --checkpoint <checkpoint>`.",
+        "",
+        "## The prompt",
+        "",
+        "```",
+        build_prompt(game, config.sandbox.allowed_imports),
+        "```",
+        "",
+    ]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 # --- callbacks -------------------------------------------------------------------------------------
@@ -394,7 +445,14 @@ def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.close()
 
-    callbacks: list[Any] = [MetricsLog()]
+    class ModelCard(TrainerCallback):
+        """Write the run's model card after every checkpoint (over TRL's, which names no base model)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                write_model_card(config, state.global_step)
+
+    callbacks: list[Any] = [MetricsLog(), ModelCard()]
     if live_plot:
         callbacks.append(LivePlot())
     if progress:
@@ -451,6 +509,18 @@ def install_logprob_fallback() -> bool:
     return True
 
 
+def _logs_beside_the_bar(progress: bool) -> Any:
+    """While the progress bar is live, console log lines go through the bar's own writer (never glued to it)."""
+    import contextlib
+    import logging
+
+    if not progress:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("helpers")])
+
+
 def start_reward_pool(config: Config) -> Any:
     """Start the sandbox's worker pool now, before CUDA initialises (forked workers cannot use CUDA)."""
     from helpers import sandbox
@@ -474,9 +544,11 @@ def train(
     `resume=True` continues the run in `output_dir` from its latest checkpoint; `resume="auto"` does so
     when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
-    from helpers.model import import_unsloth_if_used, load_model, set_trained_steps
+    from helpers.model import check_loadable, import_unsloth_if_used, load_model, set_trained_steps
 
     check_batch_sizes(config)
+    if model is None:
+        check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
     checkpoint = prepare_run_folder(config, resume)
     done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
     if done >= config.training.max_steps:  # the trainer would run one step past the end
@@ -528,7 +600,8 @@ def train(
         f", resuming from {checkpoint.name}" if checkpoint else "",
     )
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with _logs_beside_the_bar(progress):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     set_trained_steps(model, trainer.state.global_step)
     records = read_metrics(metrics_path(config.training.output_dir))

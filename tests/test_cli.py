@@ -51,9 +51,25 @@ def test_settings_are_split_by_section():
         ),
         (["train", "--profile", "cpu-tiny", "--set", "lora_rank"], "--set takes key=value"),
         (["train", "--profile", "cpu-tiny", "--set", "board.size=4"], "unknown section 'board'"),
-        (["train", "--profile", "cpu-tiny", "--set", "lora_rank=big"], "must be a int, not 'big'"),
+        (["train", "--profile", "cpu-tiny", "--set", "lora_rank=big"], "must be an int, not 'big'"),
         (["train", "--output-dir", "{tmp}/none", "--resume"], "holds no run_config.json"),
         (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "needs a CUDA GPU"),
+        (
+            ["train", "--profile", "cpu-tiny", "--max-steps", "0"],
+            "training.max_steps must be at least 1, not 0",
+        ),
+        (
+            ["train", "--profile", "cpu-tiny", "--max-steps", "-1"],
+            "training.max_steps must be at least 1, not -1",
+        ),
+        (
+            ["train", "--profile", "cpu-tiny", "--lora-rank", "big"],
+            "training.lora_rank must be an int, not 'big'",
+        ),
+        (
+            ["train", "--profile", "cpu-tiny", "--rewards.graded", "maybe"],
+            "rewards.graded must be true or false",
+        ),
         (["play", "--strategy", "{tmp}/missing.py"], "neither a file nor a baseline"),
         (["play", "--set", "lora_rank=3"], "play takes game settings only"),
         (["play", "--set", "game.size=1", "--strategy", "greedy"], "size must be at least 2"),
@@ -61,11 +77,39 @@ def test_settings_are_split_by_section():
 )
 def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # a default output folder would be made here
     status = cli.main([arg.replace("{tmp}", str(tmp_path)) for arg in argv])
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+    assert (
+        not (tmp_path / "gpu").exists() and not (tmp_path / "outputs").exists()
+    )  # a refused run leaves nothing
+
+
+def test_every_setting_is_a_flag_with_its_docstring_as_help(capsys):
+    from dataclasses import fields
+
+    from helpers.config import SECTIONS, field_docs
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for section, cls in SECTIONS.items():
+        for item in fields(cls):
+            if item.name == "profile":
+                continue
+            flag = item.name.replace("_", "-")
+            assert (f"--{flag}" if section == "training" else f"--{section}.{flag}") in text, item.name
+            assert " ".join(field_docs(cls)[item.name].split())[:40] in text, item.name
+
+
+def test_flags_reach_the_configuration():
+    argv = ["train", "--profile", "cpu", "--lora-rank", "8", "--game.size", "5", "--rewards.graded", "true"]
+    config = cli.build_config(cli.build_parser().parse_args(argv))
+    assert (config.training.lora_rank, config.game.size, config.rewards.graded) == (8, 5, True)
+    assert config.training.learning_rate == 6e-4  # the rest stays the profile's
 
 
 def test_train_takes_a_game_preset():
@@ -192,7 +236,9 @@ def test_the_notebook_after_the_cli_exports_the_run_not_a_fresh_adapter(
 def test_export_writes_a_checked_lora_adapter(trained_run, capsys):
     output_dir, _ = trained_run
     assert cli.main(["export", "--checkpoint", str(output_dir / "checkpoint-1"), "--format", "lora"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err
+    out = captured.out
     assert f"lora: {output_dir / 'export-lora'}" in out
     assert (output_dir / "export-lora" / "adapter_model.safetensors").is_file()
 

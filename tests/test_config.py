@@ -48,7 +48,8 @@ def test_overrides_convert_strings_from_a_command_line():
     [
         ({"max_stepz": 3}, "unknown training setting"),
         ({"game": {"sise": 4}}, "unknown game setting"),
-        ({"max_steps": "many"}, "must be a int"),
+        ({"max_steps": "many"}, "training.max_steps must be an int, not .many."),
+        ({"learning_rate": "fast"}, "training.learning_rate must be a number"),
         ({"load_in_4bit": "maybe"}, "must be true or false"),
         ({"max_steps": "0"}, "training.max_steps must be at least 1, not 0"),
         ({"max_steps": -1}, "training.max_steps must be at least 1, not -1"),

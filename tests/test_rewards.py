@@ -338,7 +338,7 @@ def test_explain_gives_rewards_and_a_reason_per_completion():
     assert [row["strategy_succeeds"] for row in rows] == [20.0, 0.0, 0.0]
     assert rows[0]["outcome"] == "win, win" and rows[0]["source"] == RANDOM_VALID
     assert rows[1]["reason"].startswith("rejected: forbidden: line 1: import of os")
-    assert rows[2]["reason"] == "missing: the completion is not text"
+    assert rows[2]["reason"] == "missing: the completion is not text; nothing was run or judged"
     assert set(OUTCOMES) >= {outcome for row in rows for outcome in row["outcome"].split(", ")}
 
 
@@ -444,7 +444,7 @@ def test_training_steps_write_every_completion_to_the_log(tmp_path):
     first = records[0]
     assert first["rewards"] == {"function_works": 1.0, "no_cheating": 1.0, "strategy_succeeds": 20.0}
     assert first["seeds"] == [3407, 3408] and first["outcome"] == "win, win"
-    assert records[1]["reason"] == "missing: no def strategy(board) found"
+    assert records[1]["reason"] == "missing: no def strategy(board) found; nothing was run or judged"
     assert records[2]["outcome"] == "invalid, invalid" and records[2]["completion"].endswith("```")
     assert records[3]["seeds"] == [3411, 3412]
     # outside training (no trainer_state), nothing is logged

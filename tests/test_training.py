@@ -58,6 +58,14 @@ def test_every_completion_of_every_step_is_in_the_completions_log(run):
     assert set(records[0]["rewards"]) == {"function_works", "no_cheating", "strategy_succeeds"}
 
 
+def test_the_run_has_a_model_card_that_names_its_base_model(run):
+    card = (run["dir"] / "README.md").read_text()
+    assert f"base_model: {run['config'].training.model_name}" in card
+    assert "fine-tuned version of [None]" not in card  # TRL's own card, written over
+    assert "Steps: 3 of 3; latest checkpoint: `checkpoint-3`" in card
+    assert "def strategy(board)" in card and "6x6 board to 2048" in card
+
+
 def test_two_steps_log_every_reward_function(run):
     records = run["records_after_first"]
     assert [record["step"] for record in records] == [1, 2]
@@ -278,7 +286,7 @@ def test_callbacks_log_metrics_and_redraw_the_live_plot(tmp_path, capsys):
     from types import SimpleNamespace
 
     config = make_config("cpu-tiny", output_dir=str(tmp_path))
-    metrics_log, live_plot = training._callbacks(config, live_plot=True, progress=False)
+    metrics_log, _card, live_plot = training._callbacks(config, live_plot=True, progress=False)
     state = SimpleNamespace(global_step=1, max_steps=2, is_world_process_zero=True)
     for number in (1, 2):
         state.global_step = number
@@ -326,3 +334,24 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
     result = training.train(replace_steps(config, 4), resume="auto")  # no model is loaded on this path
     assert (result.global_step, result.seconds, result.checkpoint) == (4, 0.0, str(folder / "checkpoint-4"))
     assert training.latest_checkpoint(folder).name == "checkpoint-4" and result.last_metrics["step"] == 4
+
+
+def test_log_lines_go_through_the_progress_bar_not_after_it(capsys):
+    import logging
+    import sys
+
+    from tqdm import tqdm
+
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger("helpers").addHandler(handler)
+    try:
+        bar = tqdm(total=3, file=sys.stderr, desc="GRPO")
+        with training._logs_beside_the_bar(True):
+            logging.getLogger("helpers.training").warning("step 1/3 reward 0.500")
+        bar.close()
+        logging.getLogger("helpers.training").warning("after the bar")
+    finally:
+        logging.getLogger("helpers").removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "\rstep 1/3 reward 0.500\n" in err  # the bar's line was cleared first, not written onto
+    assert "after the bar\n" in err  # the console handler is back once training ends
