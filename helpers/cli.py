@@ -205,11 +205,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"learnt: {learning_line(records)}\n"
         f"metrics: {metrics_path(result.output_dir)}; every completion: {completions_path(result.output_dir)}"
     )
-    if config.training.profile in ("cpu", "cpu-tiny"):
+    if config.training.profile == "cpu":
         print(
             "what a GPU adds: this small model learns to answer with a well-formed function that keeps the "
             "rules, but is too small to write one that plays well (benchmarks/RESULTS.md, Learning); on a GPU "
             "the same command trains gpt-oss-20b itself (README.md, Hardware profiles)"
+        )
+    elif config.training.profile == "cpu-tiny":
+        print(
+            "the tiny random gpt-oss learns nothing: it runs the gpt-oss code paths; --profile cpu trains a real "
+            "small model, and a GPU trains gpt-oss-20b (README.md, Hardware profiles)"
         )
     if result.checkpoint:
         print(f"held-out evaluation: {_command()} evaluate --checkpoint {result.checkpoint}")

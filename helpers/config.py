@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import os
 import shutil
@@ -196,6 +197,8 @@ class TrainingConfig:
     """Optimiser micro-steps per generation batch; 0 means TRL's default, `gradient_accumulation_steps`."""
     log_completions_every: int = 1
     """Write every completion, its rewards and outcome to `completions.jsonl` every this many steps (0: never)."""
+    report_to: str = "none"
+    """Experiment trackers, comma-separated: none, tensorboard (<output_dir>/runs), trackio (local), wandb (an account)."""
 
 
 @dataclass(frozen=True)
@@ -462,6 +465,22 @@ def validate(config: Config) -> None:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     if training.beta < 0:
         raise ValueError(f"training.beta must be 0 or more, not {training.beta}")
+    trackers = [name.strip() for name in training.report_to.split(",") if name.strip()]
+    unknown = sorted(set(trackers) - set(TRACKERS))
+    if unknown or not trackers or ("none" in trackers and len(trackers) > 1):
+        raise ValueError(
+            f"training.report_to must be none, or some of {', '.join(TRACKERS[1:])} separated by commas, "
+            f"not {training.report_to!r}"
+        )
+    if "wandb" in trackers and importlib.util.find_spec("wandb") is None:
+        raise ValueError(
+            "training.report_to names wandb, which is not installed: pip install wandb, then wandb login "
+            "(or choose tensorboard or trackio, which work offline)"
+        )
+
+
+TRACKERS = ("none", "tensorboard", "trackio", "wandb")
+"""The experiment trackers `TrainingConfig.report_to` may name."""
 
 
 def training_seeds(rewards: RewardConfig, step: int | None) -> tuple[int, ...]:

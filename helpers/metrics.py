@@ -318,8 +318,14 @@ def plot_dashboard(records: Sequence[Mapping[str, Any]], title: str = "") -> Any
         "completions cut off at max_completion_length",
     )
     _plot_lines(
-        axes[1, 0], records, {"entropy": "entropy", "kl": "KL (logged when beta > 0)"}, "entropy and KL"
+        axes[1, 0],
+        records,
+        {"entropy": "entropy", "kl": "KL to the base model"},
+        "entropy (and KL when beta > 0)",
     )
+    axes[1, 0].set_ylim(
+        bottom=0
+    )  # both are >= 0; a zoomed axis makes noise in the fifth digit look like swings
     _plot_outcomes(axes[1, 1], records)
     _plot_lines(
         axes[1, 2],
@@ -332,5 +338,36 @@ def plot_dashboard(records: Sequence[Mapping[str, Any]], title: str = "") -> Any
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     last = records[-1].get("step") if records else None
     figure.suptitle(title or f"GRPO training, {len(records)} logged steps, last step {last}")
+    figure.tight_layout()
+    return figure
+
+
+COMPARED = (
+    "reward",
+    "rewards/function_works/mean",
+    "rewards/strategy_succeeds/mean",
+    "completions/mean_length",
+)
+"""The metrics `plot_runs` compares by default, one panel each."""
+
+
+def plot_runs(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str] = COMPARED, title: str = ""
+) -> Any:
+    """Several runs on one figure: a panel per metric, a line per run (`runs`: name -> records)."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        _plot_lines(ax, [], {}, _label(key) if key != "reward" else "total reward")
+        for name, records in runs.items():
+            steps, values = series(records, key)
+            if steps:
+                ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=name)
+        if ax.lines:
+            for text in list(ax.texts):
+                text.remove()
+            ax.legend(fontsize=8, loc="best")
+    figure.suptitle(title or f"{len(runs)} runs compared")
     figure.tight_layout()
     return figure

@@ -43,6 +43,7 @@ RESUMABLE_CHANGES = frozenset(
         "training.logging_steps",
         "training.output_dir",
         "training.log_completions_every",
+        "training.report_to",
         "sandbox.max_workers",
         "profile_reason",
     }
@@ -132,6 +133,16 @@ def check_batch_sizes(config: Config, num_processes: int = 1) -> int:
     return batch
 
 
+TRACKING_PROJECT = "gpt-oss-2048"
+"""The project name runs are filed under in trackio and Weights & Biases."""
+
+
+def trackers(config: Config) -> list[str] | str:
+    """TRL's `report_to`: the trackers `TrainingConfig.report_to` names, or "none"."""
+    names = [name.strip() for name in config.training.report_to.split(",") if name.strip()]
+    return "none" if names == ["none"] else names
+
+
 def grpo_config(config: Config, gpu: bool | None = None) -> Any:
     """TRL's `GRPOConfig` for a run, built from the profile's `TrainingConfig`."""
     import torch
@@ -169,7 +180,10 @@ def grpo_config(config: Config, gpu: bool | None = None) -> Any:
         bf16=bf16,
         fp16=gpu and not bf16,
         use_cpu=not gpu,
-        report_to="none",
+        report_to=trackers(config),
+        project=TRACKING_PROJECT,
+        run_name=Path(training.output_dir).name,
+        trackio_static_space_id=False,  # local only: never sync to the Hub on its own
         disable_tqdm=True,
     )
 

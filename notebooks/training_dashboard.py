@@ -22,10 +22,9 @@
 #
 # - `RUN_DIR`: the run's output folder; by default the one of this machine's profile
 #   (`outputs/<profile>` in the repository).
-# - Without a run, the dashboard shows the small **sample** kept in `tests/data/`: a real log from a
-#   12-step `cpu-tiny` run of the tiny *random* model, written by
-#   `train(make_config("cpu-tiny", max_steps=12, save_steps=12))`. Its rewards stay flat (the random
-#   model never writes a function): it shows what the plots look like, not learning.
+# - Without a run, the dashboard shows the **sample** kept in `tests/data/`: the real log of the README's
+#   main command on a 2-core CPU, `python -m helpers train` with the `cpu` profile (SmolLM2-135M-Instruct,
+#   30 steps; benchmarks/RESULTS.md, "Learning"). It learns the format and the rules, not to play.
 
 # %% [markdown]
 # Find the run: `RUN_DIR` if it holds metrics, else the clearly labelled sample.
@@ -38,7 +37,7 @@ from helpers.metrics import METRICS_FILE, read_metrics, summary
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RUN_DIR = ROOT / make_config().training.output_dir  # or Path("/path/to/outputs/my-run")
-SAMPLE = ROOT / "tests" / "data" / "cpu-tiny-metrics.jsonl"
+SAMPLE = ROOT / "tests" / "data" / "cpu-metrics.jsonl"
 
 records = read_metrics(RUN_DIR / METRICS_FILE)
 if records:
@@ -46,7 +45,7 @@ if records:
 else:
     records = read_metrics(SAMPLE)
     source, png = (
-        f"SAMPLE ({SAMPLE.name}: tiny random model, not a real run)",
+        f"SAMPLE ({SAMPLE.name}: the cpu profile's 30-step run, not yours)",
         ROOT / "outputs" / "dashboard-sample.png",
     )
     print(f"no {METRICS_FILE} in {RUN_DIR}: showing the sample instead")
@@ -60,10 +59,10 @@ print(f"{source}: {len(records)} logged steps, last step {records[-1]['step']}")
 
 # %% [markdown]
 # Every metric in one figure: what each reward function paid, how long the completions were and how
-# many were cut off at `max_completion_length`, entropy and KL, how the games ended, and the share of
-# GRPO groups whose completions all got the same reward (those teach the model nothing). On a run that
-# learns, the total reward rises, `missing` and `rejected` games give way to `failed` and `win`, and
-# the share of groups without a signal falls.
+# many were cut off at `max_completion_length`, the entropy (and the KL, logged only when `beta` > 0),
+# how the games ended, and the share of GRPO groups whose completions all got the same reward (those
+# teach the model nothing). On a run that learns, the total reward rises, `missing` and `rejected`
+# games give way to `failed` and `win`, and the share of groups without a signal falls.
 
 # %%
 from helpers.metrics import plot_dashboard
@@ -77,3 +76,19 @@ figure = plot_dashboard(records, title=source)
 png.parent.mkdir(parents=True, exist_ok=True)
 figure.savefig(png, dpi=100)
 print(f"saved {png}")
+
+# %% [markdown]
+# ## Runs side by side
+# Every run under `outputs/` that holds a metrics log, on one figure (without any, the two samples:
+# the small real model that learns and the tiny random one that cannot).
+
+# %%
+from helpers.metrics import plot_runs
+
+runs = {path.parent.name: read_metrics(path) for path in sorted((ROOT / "outputs").glob("*/" + METRICS_FILE))}
+if not runs:
+    runs = {
+        "cpu (sample)": read_metrics(SAMPLE),
+        "cpu-tiny (sample)": read_metrics(SAMPLE.with_name("cpu-tiny-metrics.jsonl")),
+    }
+comparison = plot_runs(runs)

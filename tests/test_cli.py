@@ -276,3 +276,39 @@ def test_play_watches_a_baseline(capsys):
     ]
     assert cli.main(argv) == 0
     assert "greedy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_tensorboard_and_trackio_record_a_run_offline(tiny_model_dir, tmp_path):
+    import sqlite3
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "helpers", "train", "--profile", "cpu-tiny", "--max-steps", "2"]
+    command += ["--output-dir", str(output_dir), "--model-name", str(tiny_model_dir), "--no-progress"]
+    command += ["--report-to", "tensorboard,trackio"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TRACKIO_DIR": str(tmp_path / "trackio"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (events,) = (output_dir / "runs").iterdir()
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train/reward")] == [1, 2]
+    with sqlite3.connect(tmp_path / "trackio" / "gpt-oss-2048.db") as database:
+        logged = [row[0] for row in database.execute("select metrics from metrics")]
+    assert sum(b'"train/reward"' in row or b'"reward"' in row for row in logged) == 2
+
+
+def test_report_to_names_known_trackers_only():
+    from helpers.config import make_config
+
+    assert make_config("cpu-tiny", report_to="tensorboard, trackio").training.report_to
+    for wrong in ("mlflow", "none,tensorboard", ""):
+        with pytest.raises(ValueError, match="training.report_to must be none, or some of"):
+            make_config("cpu-tiny", report_to=wrong)

@@ -161,3 +161,32 @@ def test_metrics_imports_no_torch():
         "import sys, helpers.metrics; assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_entropy_is_drawn_from_zero_so_noise_does_not_look_like_swings():
+    import matplotlib.pyplot as plt
+
+    records = [{"step": i, "entropy": 7.612 + 0.0001 * (i % 3)} for i in range(1, 11)]
+    figure = metrics.plot_dashboard(records)
+    entropy = figure.axes[3]
+    assert entropy.get_ylim()[0] == 0.0 and entropy.get_ylim()[1] > 7.6
+    assert [line.get_label() for line in entropy.lines] == ["entropy"]  # no KL: beta 0 logs none
+    plt.close(figure)
+
+
+def test_several_runs_share_one_figure_with_a_line_each():
+    import matplotlib.pyplot as plt
+
+    runs = {
+        "learns": [
+            {"step": i, "reward": float(i), "rewards/function_works/mean": i / 10} for i in range(1, 6)
+        ],
+        "flat": [{"step": i, "reward": -3.0} for i in range(1, 4)],
+    }
+    figure = metrics.plot_runs(runs)
+    total, works = figure.axes[0], figure.axes[1]
+    assert [line.get_label() for line in total.lines] == ["learns", "flat"]
+    assert [line.get_label() for line in works.lines] == ["learns"]  # "flat" never logged it
+    assert list(total.lines[0].get_ydata()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert figure.axes[2].texts[0].get_text() == "not logged by this run"  # strategy_succeeds: neither did
+    plt.close(figure)
