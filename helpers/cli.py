@@ -30,7 +30,30 @@ from typing import Any
 
 from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, field_docs, make_config
 from helpers.config import SECTIONS as CONFIG_SECTIONS
+from helpers.evaluate import BASELINES, PRESETS
+from helpers.export import FORMATS, ExportError, ExportVerificationError, export_model
+from helpers.game import KEYMAPS, from_config, render_ansi, render_text
+from helpers.heldout import (
+    BEST_FILE,
+    REPORT_FILE,
+    check_held_out,
+    evaluate_models,
+    heldout_folder,
+    markdown_table,
+    summary_rows,
+    write_report,
+)
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
+from helpers.model import ModelLoadError, check_loadable, load_model
+from helpers.sandbox import execute_strategy, extract_function
+from helpers.training import (
+    RUN_CONFIG_FILE,
+    ConfigurationError,
+    RunFolderError,
+    saved_config,
+    start_reward_pool,
+    train,
+)
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -87,8 +110,6 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None = None) -> Config:
     """The configuration from `--profile`, `--set` and the command's own flags, or from a saved run."""
-    from helpers.training import saved_config
-
     settings = parse_settings(getattr(args, "set", None) or [])
     for section, cls in CONFIG_SECTIONS.items():
         for item in fields(cls):
@@ -109,8 +130,6 @@ def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None =
 
 def run_folder_of(checkpoint: str | None) -> Path | None:
     """The run folder a checkpoint belongs to, when it holds the run's saved settings."""
-    from helpers.training import RUN_CONFIG_FILE
-
     if checkpoint is None:
         return None
     for folder in (Path(checkpoint), Path(checkpoint).parent):
@@ -186,9 +205,6 @@ def _console_handler() -> logging.Handler:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with GRPO; resume a run in its output folder with --resume."""
-    from helpers.model import check_loadable
-    from helpers.training import train
-
     resume_from = None
     if args.resume:
         with _settings_mistakes():
@@ -226,18 +242,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Held-out evaluation: strategies sampled from the trained and the untrained model, and the
     baselines, on games training never played; writes a table, a plot and the strategies."""
     from dataclasses import replace
-
-    from helpers.evaluate import BASELINES, PRESETS
-    from helpers.heldout import (
-        check_held_out,
-        evaluate_models,
-        heldout_folder,
-        markdown_table,
-        summary_rows,
-        write_report,
-    )
-    from helpers.model import load_model
-    from helpers.training import start_reward_pool
 
     run = run_folder_of(args.checkpoint)
     config = build_config(args, saved_run=run)
@@ -292,9 +296,6 @@ def _command() -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Save a checkpoint as a LoRA adapter, a merged 16-bit model or MXFP4, and verify the export."""
-    from helpers.export import FORMATS, export_model
-    from helpers.model import load_model
-
     run = run_folder_of(args.checkpoint)
     config = build_config(args, saved_run=run)
     formats = list(FORMATS) if args.format == "all" else [args.format]
@@ -335,8 +336,6 @@ def _read_key(stream: Any) -> str:
 
 
 def _show(game: Any, message: str, color: bool) -> None:
-    from helpers.game import render_ansi, render_text
-
     board = game.board()
     if color and sys.stdout.isatty():
         sys.stdout.write("\x1b[H\x1b[2J")
@@ -346,18 +345,12 @@ def _show(game: Any, message: str, color: bool) -> None:
 
 def _watch_keys(source: str, game_config: Any, seed: int, sandbox: Any) -> tuple[list[object], Any]:
     """Play generated code in the sandbox; returns the keys it played (`GameResult.keys`) and the result."""
-    from helpers.game import from_config
-    from helpers.sandbox import execute_strategy
-
     result = execute_strategy(source, from_config(game_config, seed=seed), config=sandbox)
     return list(result.keys), result
 
 
 def cmd_play(args: argparse.Namespace) -> int:
     """Play 2048 in the terminal with the active keys, or watch a strategy play."""
-    from helpers.evaluate import BASELINES
-    from helpers.game import KEYMAPS, from_config
-
     sections = parse_settings(args.set or [])
     if sections["training"]:
         raise UsageError(f"play takes game settings only (game.size=4), not {sorted(sections['training'])}")
@@ -367,8 +360,6 @@ def cmd_play(args: argparse.Namespace) -> int:
         args.strategy, held_out_seed = _best_of(args.checkpoint)
         run = run_folder_of(args.checkpoint)
         if run is not None:
-            from helpers.training import saved_config
-
             with _settings_mistakes():
                 saved = saved_config(run).game
             sections["game"] = {**saved.__dict__, **sections["game"]}
@@ -410,8 +401,6 @@ def cmd_play(args: argparse.Namespace) -> int:
             _show(game, args.strategy, color)
             time.sleep(args.delay)
         return 0
-    from helpers.sandbox import extract_function
-
     path = Path(args.strategy)
     if not path.is_file():
         raise UsageError(
@@ -434,8 +423,6 @@ def cmd_play(args: argparse.Namespace) -> int:
 def _best_of(checkpoint: str) -> tuple[str, int | None]:
     """The held-out evaluation's best strategy file of a checkpoint, and the first held-out seed."""
     import json
-
-    from helpers.heldout import BEST_FILE, REPORT_FILE, heldout_folder
 
     folder = heldout_folder(checkpoint)
     best = folder / BEST_FILE
@@ -610,10 +597,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 1 failed, 2 a usage or setup mistake, 130 interrupted)."""
-    from helpers.export import ExportError, ExportVerificationError
-    from helpers.model import ModelLoadError
-    from helpers.training import ConfigurationError, RunFolderError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from helpers.config import GAME_PRESETS, GameConfig, SandboxConfig
 from helpers.game import GameBoard, from_config, slide
+from helpers.sandbox import play_batch
 
 Board = list[list[int]]
 Strategy = Callable[[Board], str]
@@ -150,8 +151,6 @@ def _play_in_sandbox(
     source: str, config: GameConfig, seeds: Sequence[int], sandbox: SandboxConfig
 ) -> list[_Outcome]:
     """Play untrusted source on every seed, in parallel over the sandbox's worker pool."""
-    from helpers.sandbox import play_batch
-
     results = play_batch([source], config, seeds, sandbox)[0]
     return [_Outcome(result.state, result.score, result.steps, result.max_tile) for result in results]
 

@@ -50,14 +50,16 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import Config, TrainingConfig
-from helpers.model import (
+from helpers.layout import (
     EXPERT_PARAMETERS,
-    input_device,
-    load_base_model,
-    load_model,
-    quiet_loading,
-    trained_steps,
+    convert_checkpoint,
+    copy_other_files,
+    expert_layout,
+    is_expert_tensor,
 )
+from helpers.model import input_device, load_base_model, load_model, quiet_loading, trained_steps
+from helpers.mxfp4 import MXFP4Error, dequantize_mxfp4, quantize_mxfp4
+from helpers.prompts import chat_messages
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -76,12 +78,6 @@ for MXFP4 the value only decides whether `verify_mxfp4_export`'s message warns a
 
 MIN_EFFECT = 1e-4
 """Below this largest change of a logit, the adapter is taken as untrained and nothing can be verified."""
-
-MXFP4_BLOCK = 32
-"""Values sharing one scale in an MXFP4 block (the OCP microscaling format)."""
-
-FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-"""The magnitudes an FP4 E2M1 number can take; the fourth bit is the sign."""
 
 MXFP4_NOT_CONVERTED = (
     "model.layers.*.self_attn",
@@ -311,7 +307,6 @@ def restack_experts(path: Path) -> bool:
     that copy's layout, which plain transformers, vLLM and the MXFP4 packer do not read. Returns
     whether anything was rewritten.
     """
-    from helpers.layout import convert_checkpoint, expert_layout
 
     if expert_layout(path) != "per-expert":
         return False
@@ -323,60 +318,11 @@ def restack_experts(path: Path) -> bool:
     return True
 
 
-def quantize_mxfp4(weight: Any) -> tuple[Any, Any]:
-    """Pack expert weights `[experts, in, out]` as gpt-oss MXFP4: (blocks, scales), both uint8.
-
-    Blocks are `[experts, out, in / 32, 16]` (two FP4 codes per byte, the even element in the low
-    nibble), scales `[experts, out, in / 32]` (a power-of-two exponent biased by 127): the layout of
-    openai/gpt-oss-20b, which `transformers.integrations.mxfp4` unpacks. Each block's scale is the
-    smallest power of two that keeps its largest value within FP4's range (6), and every value is
-    rounded to the nearest FP4 magnitude.
-    """
-    import torch
-
-    experts, inputs, outputs = weight.shape
-    if inputs % MXFP4_BLOCK:
-        raise ExportError(
-            f"MXFP4 packs blocks of {MXFP4_BLOCK} values; an input size of {inputs} does not divide"
-        )
-    thresholds = torch.tensor([(a + b) / 2 for a, b in zip(FP4_VALUES, FP4_VALUES[1:], strict=False)])
-    blocks = torch.empty(experts, outputs, inputs // MXFP4_BLOCK, MXFP4_BLOCK // 2, dtype=torch.uint8)
-    scales = torch.empty(experts, outputs, inputs // MXFP4_BLOCK, dtype=torch.uint8)
-    for expert in range(experts):  # one expert at a time bounds the temporary memory
-        rows = weight[expert].t().float().cpu().reshape(outputs, inputs // MXFP4_BLOCK, MXFP4_BLOCK)
-        largest = rows.abs().amax(-1)
-        exponent = torch.ceil(torch.log2(largest / FP4_VALUES[-1]))
-        exponent = torch.where(largest > 0, exponent, torch.full_like(exponent, -127.0)).clamp(-127, 127)
-        scaled = rows / torch.exp2(exponent).unsqueeze(-1)
-        codes = torch.bucketize(scaled.abs().contiguous(), thresholds).to(torch.uint8) | (
-            (scaled < 0).to(torch.uint8) << 3
-        )
-        blocks[expert] = codes[..., 0::2] | (codes[..., 1::2] << 4)
-        scales[expert] = (exponent + 127).to(torch.uint8)
-    return blocks, scales
-
-
-def dequantize_mxfp4(blocks: Any, scales: Any) -> Any:
-    """Unpack `quantize_mxfp4`'s output back to float32 `[experts, in, out]`."""
-    import torch
-
-    values = torch.tensor(FP4_VALUES + tuple(-v for v in FP4_VALUES))
-    codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).reshape(*blocks.shape[:-1], MXFP4_BLOCK).long()
-    rows = values[codes] * torch.exp2(scales.float() - 127).unsqueeze(-1)
-    return rows.reshape(*rows.shape[:-2], -1).transpose(1, 2).contiguous()
-
-
-def _is_expert_tensor(name: str) -> bool:
-    return name.endswith(EXPERT_PARAMETERS)
-
-
 def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
     """Write gpt-oss's MXFP4 checkpoint at `path` from a merged 16-bit checkpoint in `merged_dir`."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
-
-    from helpers.layout import copy_other_files
 
     shards = sorted(merged_dir.glob("*.safetensors"))
     if not shards:
@@ -389,10 +335,13 @@ def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
         with safe_open(str(shard), framework="pt") as file:
             for name in file.keys():  # noqa: SIM118 (safe_open is not a dict)
                 tensor = file.get_tensor(name)
-                if _is_expert_tensor(name) and tensor.dim() == 3:
+                if is_expert_tensor(name) and tensor.dim() == 3:
                     # Packed from bfloat16, the precision a merged checkpoint is read back in: a float32 one
                     # (Unsloth keeps a float32 base's precision) otherwise rounds to other FP4 codes here.
-                    packed_pair = quantize_mxfp4(tensor.to(torch.bfloat16))
+                    try:
+                        packed_pair = quantize_mxfp4(tensor.to(torch.bfloat16))
+                    except MXFP4Error as error:
+                        raise ExportError(str(error)) from error
                     tensors[name + "_blocks"], tensors[name + "_scales"] = packed_pair
                     packed += 1
                 else:
@@ -422,7 +371,6 @@ def convert_to_mxfp4(merged_dir: Path, path: Path) -> None:
 
 def check_inputs(tokenizer: Any, config: Config | TrainingConfig, device: Any) -> Any:
     """Token ids of the fixed prompt the check runs on: the task prompt and a short answer."""
-    from helpers.prompts import chat_messages
 
     game = config.game if isinstance(config, Config) else None
     messages = [*chat_messages(game), {"role": "assistant", "content": CHECK_COMPLETION}]
@@ -443,7 +391,7 @@ def _round_experts_to_mxfp4(model: Any) -> None:
 
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if _is_expert_tensor(name) and parameter.dim() == 3:
+            if is_expert_tensor(name) and parameter.dim() == 3:
                 rounded = dequantize_mxfp4(*quantize_mxfp4(parameter))
                 parameter.copy_(rounded.to(parameter.dtype))
 

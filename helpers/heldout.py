@@ -24,6 +24,7 @@ from typing import Any
 from helpers.config import Config, EvalConfig, training_seeds
 from helpers.evaluate import EvalReport, evaluate_strategy
 from helpers.rewards import reward_values, verdicts
+from helpers.training import generate_strategies
 
 REPORT_FILE = "report.json"
 """The held-out evaluation's numbers, in its folder."""
@@ -277,8 +278,6 @@ def sample(model: Any, tokenizer: Any, config: Config, n: int, seed: int, adapte
     import contextlib
 
     import torch
-
-    from helpers.training import generate_strategies
 
     torch.manual_seed(seed)
     switch = contextlib.nullcontext() if adapter else model.disable_adapter()

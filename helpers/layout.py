@@ -33,11 +33,22 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers.mxfp4 import dequantize_mxfp4
+
 LAYOUTS = ("stacked", "per-expert")
 """The layouts `convert_checkpoint` writes."""
 
 SHARD_BYTES = 4 * 2**30
 """Largest safetensors shard written (a 20b checkpoint becomes about ten files)."""
+
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+"""gpt-oss expert weights as transformers stores them (stacked, one tensor per layer and projection)."""
+
+
+def is_expert_tensor(name: str) -> bool:
+    """Whether a checkpoint tensor is a stacked expert weight (what MXFP4 packs and LoRA reaches by parameter)."""
+    return name.endswith(EXPERT_PARAMETERS)
+
 
 STACKED = re.compile(
     r"^(?P<prefix>.*\.mlp\.experts)\.(?P<proj>gate_up_proj|down_proj)(?P<suffix>|_bias|_blocks|_scales)$"
@@ -118,8 +129,6 @@ def to_per_expert(reader: TensorSource) -> Iterator[tuple[str, Any]]:
             if suffix == "_scales":
                 continue  # read with its _blocks
             if suffix == "_blocks":
-                from helpers.export import dequantize_mxfp4
-
                 tensor = dequantize_mxfp4(reader.get(name), reader.get(f"{prefix}.{proj}_scales"))
             else:
                 tensor = reader.get(name)

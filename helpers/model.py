@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers import prompts
 from helpers.config import Config, GameConfig, TrainingConfig, cpu, cpu_tiny
+from helpers.layout import EXPERT_PARAMETERS, LayoutError, expert_layout, per_expert_copy
 from helpers.smollm import ensure_small_model
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -50,8 +52,6 @@ ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 EXPERT_MODULES = ("gate_proj", "up_proj", "down_proj")
 """The MLP names in `TrainingConfig.target_modules`; on gpt-oss they mean the experts."""
 
-EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-"""gpt-oss expert weights as transformers stores them: peft reaches them through `target_parameters`."""
 
 SPECIAL_TOKENS = (
     "<|startoftext|>",
@@ -337,7 +337,6 @@ def unsloth_model_path(config: Config | TrainingConfig) -> str:
     Unsloth's 4-bit loader reads one module per expert and would otherwise leave the experts and the
     router randomly initialised (benchmarks/RESULTS.md, GPU smoke run).
     """
-    from helpers.layout import LayoutError, expert_layout, per_expert_copy
 
     training = _training(config)
     name = training.model_name
@@ -466,8 +465,6 @@ def _tokenizer_corpus() -> list[str]:
     import bisect
     import heapq
     import random
-
-    from helpers import prompts
 
     texts = []
     for keymap in ("bepo", "wasd"):

@@ -23,15 +23,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.config import Config, as_dict
+from helpers import sandbox
+from helpers.config import (
+    Config,
+    GameConfig,
+    RewardConfig,
+    SandboxConfig,
+    TrainingConfig,
+    as_dict,
+    make_config,
+)
 from helpers.metrics import (
     append_metrics,
     completions_path,
+    learning_line,
     metrics_path,
     plot_metrics,
     read_metrics,
     truncate_metrics,
 )
+from helpers.model import (
+    check_loadable,
+    import_unsloth_if_used,
+    input_device,
+    load_adapter_into,
+    load_model,
+    set_trained_steps,
+)
+from helpers.prompts import build_prompt, chat_messages
+from helpers.rewards import reward_functions
 
 RUN_CONFIG_FILE = "run_config.json"
 """The run's configuration, saved in its output folder and compared on resume."""
@@ -104,8 +124,6 @@ def build_dataset(config: Config) -> Any:
     row by row; plain TRL gets the same value through `chat_template_kwargs`.
     """
     from datasets import Dataset
-
-    from helpers.prompts import chat_messages
 
     row = {"prompt": chat_messages(config.game), "reasoning_effort": config.training.reasoning_effort}
     return Dataset.from_list([row] * config.training.dataset_size)
@@ -204,7 +222,6 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _field_defaults() -> dict[str, Any]:
     """Every setting's dataclass default, flattened like `_flatten` (`training.loss_type`, ...)."""
-    from helpers.config import GameConfig, RewardConfig, SandboxConfig, TrainingConfig
 
     sections = {
         "game": GameConfig(),
@@ -257,8 +274,6 @@ def saved_config(
     This is how a resume gets exactly the run's settings without repeating them on the command line.
     """
     from dataclasses import replace
-
-    from helpers.config import make_config
 
     path = Path(run_dir) / RUN_CONFIG_FILE
     if not path.is_file():
@@ -335,8 +350,6 @@ def write_model_card(config: Config, step: int) -> Path:
 
     Written at every checkpoint, over the card TRL writes (which names no base model).
     """
-    from helpers.metrics import learning_line
-    from helpers.prompts import build_prompt
 
     training, game, rewards = config.training, config.game, config.rewards
     folder = Path(training.output_dir)
@@ -537,7 +550,6 @@ def _logs_beside_the_bar(progress: bool) -> Any:
 
 def start_reward_pool(config: Config) -> Any:
     """Start the sandbox's worker pool now, before CUDA initialises (forked workers cannot use CUDA)."""
-    from helpers import sandbox
 
     return sandbox.get_pool(config.sandbox)
 
@@ -558,7 +570,6 @@ def train(
     `resume=True` continues the run in `output_dir` from its latest checkpoint; `resume="auto"` does so
     when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
-    from helpers.model import check_loadable, import_unsloth_if_used, load_model, set_trained_steps
 
     check_batch_sizes(config)
     if model is None:
@@ -566,8 +577,6 @@ def train(
     checkpoint = prepare_run_folder(config, resume)
     done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
     if done >= config.training.max_steps:  # the trainer would run one step past the end
-        from helpers.model import load_adapter_into
-
         holds = f"the run is complete at {checkpoint.name} (step {done} of {config.training.max_steps})"
         if model is not None:
             load_adapter_into(model, checkpoint)
@@ -587,8 +596,6 @@ def train(
     import_unsloth_if_used(config)
     from transformers import PrinterCallback
     from trl import GRPOTrainer
-
-    from helpers.rewards import reward_functions
 
     if model is None or tokenizer is None:
         model, tokenizer = load_model(config)
@@ -645,10 +652,6 @@ def generate_strategies(
     """
     import torch
 
-    from helpers.model import input_device
-    from helpers.prompts import chat_messages
-    from helpers.sandbox import extract_function
-
     inputs = tokenizer.apply_chat_template(
         chat_messages(config.game),
         add_generation_prompt=True,
@@ -673,4 +676,4 @@ def generate_strategies(
     finally:
         model.train(was_training)
     completions = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [GeneratedStrategy(text=text, source=extract_function(text)) for text in completions]
+    return [GeneratedStrategy(text=text, source=sandbox.extract_function(text)) for text in completions]

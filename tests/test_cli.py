@@ -12,7 +12,6 @@ import pytest
 
 from helpers import cli
 from helpers import model as model_module
-from helpers import training as training_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +123,7 @@ def test_a_value_error_in_training_is_a_crash_not_a_usage_mistake(tmp_path, monk
     def crash(*args, **kwargs):
         raise ValueError("shapes do not match")
 
-    monkeypatch.setattr(training_module, "train", crash)
+    monkeypatch.setattr(cli, "train", crash)
     with pytest.raises(ValueError, match="shapes do not match"):
         cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(tmp_path / "run")])
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import export
+from helpers import export, mxfp4
 from helpers.config import make_config
 from helpers.export import ExportError
 from helpers.model import load_model
@@ -124,9 +124,9 @@ def test_mxfp4_packing_matches_transformers_unpacking():
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
     weight = torch.randn(3, 64, 96, generator=torch.Generator().manual_seed(0)) * 0.02
-    blocks, scales = export.quantize_mxfp4(weight)
+    blocks, scales = mxfp4.quantize_mxfp4(weight)
     unpacked = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
-    assert torch.equal(unpacked, export.dequantize_mxfp4(blocks, scales))
+    assert torch.equal(unpacked, mxfp4.dequantize_mxfp4(blocks, scales))
     assert unpacked.shape == weight.shape
     # every value lands within one FP4 step of the largest kind (2 x scale) of the original
     step = torch.exp2(scales.float() - 127).repeat_interleave(32, dim=-1).transpose(1, 2)
@@ -134,13 +134,13 @@ def test_mxfp4_packing_matches_transformers_unpacking():
 
 
 def test_mxfp4_keeps_exact_fp4_values_exactly():
-    values = torch.tensor(export.FP4_VALUES * 4).reshape(1, 32, 1) * 0.25  # one block, one output column
-    assert torch.equal(export.dequantize_mxfp4(*export.quantize_mxfp4(values)), values)
+    values = torch.tensor(mxfp4.FP4_VALUES * 4).reshape(1, 32, 1) * 0.25  # one block, one output column
+    assert torch.equal(mxfp4.dequantize_mxfp4(*mxfp4.quantize_mxfp4(values)), values)
 
 
 def test_mxfp4_needs_blocks_of_32():
-    with pytest.raises(ExportError, match="blocks of 32"):
-        export.quantize_mxfp4(torch.zeros(1, 40, 8))
+    with pytest.raises(mxfp4.MXFP4Error, match="blocks of 32"):
+        mxfp4.quantize_mxfp4(torch.zeros(1, 40, 8))
 
 
 def test_unknown_format_is_refused(exported):

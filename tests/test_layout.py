@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import export, layout
+from helpers import export, layout, mxfp4
 from helpers.config import make_config
 from helpers.layout import LayoutError, convert_checkpoint, expert_layout, per_expert_copy, tensor_names
 from helpers.model import ModelLoadError, unsloth_model_path
@@ -105,7 +105,7 @@ def test_an_mxfp4_checkpoint_is_unpacked_per_expert(tiny_model_dir, tmp_path):
     assert expert_layout(packed) == "mxfp4"
     out = convert_checkpoint(packed, tmp_path / "per-expert", "per-expert")
     source, tensors = weights(packed), weights(out)
-    unpacked = export.dequantize_mxfp4(
+    unpacked = mxfp4.dequantize_mxfp4(
         source["model.layers.1.mlp.experts.down_proj_blocks"],
         source["model.layers.1.mlp.experts.down_proj_scales"],
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import layout
 from helpers import model as model_module
 from helpers.config import GameConfig, make_config
 from helpers.model import ModelLoadError, load_model
@@ -75,7 +76,7 @@ def test_lora_config_maps_mlp_names_to_expert_parameters():
     config = make_config("cpu-tiny", target_modules="q_proj,gate_proj")
     lora = model_module.lora_config(config.training)
     assert set(lora.target_modules) == {"q_proj"}
-    assert list(lora.target_parameters) == list(model_module.EXPERT_PARAMETERS)
+    assert list(lora.target_parameters) == list(layout.EXPERT_PARAMETERS)
     attention_only = model_module.lora_config(
         make_config("cpu-tiny", target_modules="q_proj,v_proj").training
     )
