@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from helpers import rewards
     from helpers.metrics import completions_path, read_metrics
-    from helpers.training import saved_config, start_reward_pool
+    from helpers.runs import saved_config
+    from helpers.training import start_reward_pool
 
     config = saved_config(args.run)
     by_step = defaultdict(list)

@@ -216,7 +216,8 @@ def run_mode(
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     stages.note("environment", gpu=gpu, torch=torch.__version__, python=platform.python_version())
-    from helpers.model import import_unsloth_if_used, load_model, make_tiny_model
+    from helpers.model import import_unsloth_if_used, load_model
+    from helpers.tiny_model import make_tiny_model
 
     stages.run("import Unsloth before transformers", import_unsloth_if_used, base_config)
 

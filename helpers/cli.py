@@ -45,15 +45,9 @@ from helpers.heldout import (
 )
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 from helpers.model import ModelLoadError, check_loadable, load_model
+from helpers.runs import RUN_CONFIG_FILE, RunFolderError, saved_config
 from helpers.sandbox import execute_strategy, extract_function
-from helpers.training import (
-    RUN_CONFIG_FILE,
-    ConfigurationError,
-    RunFolderError,
-    saved_config,
-    start_reward_pool,
-    train,
-)
+from helpers.training import ConfigurationError, start_reward_pool, train
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""

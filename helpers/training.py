@@ -14,33 +14,22 @@ the completions with the function extracted from each: the before/after picture 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers import sandbox
 from helpers.config import (
     Config,
-    GameConfig,
-    RewardConfig,
-    SandboxConfig,
-    TrainingConfig,
-    as_dict,
-    make_config,
 )
 from helpers.metrics import (
     append_metrics,
-    completions_path,
-    learning_line,
     metrics_path,
     plot_metrics,
     read_metrics,
-    truncate_metrics,
 )
 from helpers.model import (
     check_loadable,
@@ -50,34 +39,17 @@ from helpers.model import (
     load_model,
     set_trained_steps,
 )
-from helpers.prompts import build_prompt, chat_messages
+from helpers.prompts import chat_messages
 from helpers.rewards import reward_functions
-
-RUN_CONFIG_FILE = "run_config.json"
-"""The run's configuration, saved in its output folder and compared on resume."""
-
-RESUMABLE_CHANGES = frozenset(
-    {
-        "training.max_steps",
-        "training.save_steps",
-        "training.logging_steps",
-        "training.output_dir",
-        "training.log_completions_every",
-        "training.report_to",
-        "sandbox.max_workers",
-        "profile_reason",
-    }
+from helpers.runs import (
+    CHECKPOINT_PREFIX,
+    latest_checkpoint,
+    prepare_run_folder,
+    write_model_card,
 )
-"""Settings a resumed run may change: how long and how often, never what is trained or rewarded."""
-
-CHECKPOINT_PREFIX = "checkpoint-"
-"""transformers names checkpoint folders `checkpoint-<step>`."""
+from helpers.upstream import install_logprob_fallback
 
 log = logging.getLogger(__name__)
-
-
-class RunFolderError(RuntimeError):
-    """The output folder cannot take this run (an incompatible run, nothing to resume, ...)."""
 
 
 class ConfigurationError(ValueError):
@@ -206,193 +178,6 @@ def grpo_config(config: Config, gpu: bool | None = None) -> Any:
     )
 
 
-# --- the run folder: saved configuration, compatibility, latest checkpoint -----------------------
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = list(value) if isinstance(value, (list, tuple)) else value
-    return flat
-
-
-def _field_defaults() -> dict[str, Any]:
-    """Every setting's dataclass default, flattened like `_flatten` (`training.loss_type`, ...)."""
-
-    sections = {
-        "game": GameConfig(),
-        "sandbox": SandboxConfig(),
-        "rewards": RewardConfig(),
-        "training": TrainingConfig(),
-    }
-    return _flatten(json.loads(json.dumps({name: asdict(value) for name, value in sections.items()})))
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Settings that differ between two saved configurations and may not change on resume.
-
-    A setting the saved run does not name was added to the project after the run started: the run
-    had its default, so only a value other than the default is a difference.
-    """
-    old, new = _flatten(saved), _flatten(json.loads(json.dumps(current)))
-    defaults = _field_defaults()
-    return [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if key not in RESUMABLE_CHANGES and old.get(key, defaults.get(key)) != new.get(key)
-    ]
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint folder with the highest step in `output_dir`, or None."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    steps = [
-        (int(path.name[len(CHECKPOINT_PREFIX) :]), path)
-        for path in folder.iterdir()
-        if path.is_dir()
-        and path.name.startswith(CHECKPOINT_PREFIX)
-        and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
-    ]
-    return max(steps)[1] if steps else None
-
-
-def saved_config(
-    run_dir: str | os.PathLike,
-    game: dict[str, Any] | None = None,
-    sandbox: dict[str, Any] | None = None,
-    rewards: dict[str, Any] | None = None,
-    **training: Any,
-) -> Config:
-    """The configuration a run in `run_dir` was started with, plus overrides (as `make_config` takes them).
-
-    This is how a resume gets exactly the run's settings without repeating them on the command line.
-    """
-    from dataclasses import replace
-
-    path = Path(run_dir) / RUN_CONFIG_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} holds no {RUN_CONFIG_FILE}: it is not the output folder of a run")
-    saved = json.loads(path.read_text())
-
-    def plain(section: dict[str, Any]) -> dict[str, Any]:
-        return {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
-
-    settings = plain(saved["training"])
-    profile = settings.pop("profile")
-    config = make_config(
-        profile,
-        game={**plain(saved["game"]), **(game or {})},
-        sandbox={**plain(saved["sandbox"]), **(sandbox or {})},
-        rewards={**plain(saved["rewards"]), **(rewards or {})},
-        **{**settings, **training},
-    )
-    return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
-
-
-def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
-    """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
-
-    A fresh run refuses a folder that already holds checkpoints; a resumed run needs a checkpoint and
-    the same settings (apart from `RESUMABLE_CHANGES`). Raises `RunFolderError` otherwise.
-    `resume="auto"` resumes when the folder holds a checkpoint and starts afresh when it does not.
-    """
-    folder = Path(config.training.output_dir)
-    saved_path = folder / RUN_CONFIG_FILE
-    checkpoint = latest_checkpoint(folder)
-    current = as_dict(config)
-    if resume == "auto":
-        resume = checkpoint is not None
-    if resume:
-        if checkpoint is None:
-            raise RunFolderError(f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder")
-        if not saved_path.is_file():
-            raise RunFolderError(
-                f"{folder} holds checkpoints but no {RUN_CONFIG_FILE}, so a resume cannot check that its settings "
-                "match these; start a new run in another output folder."
-            )
-        differences = config_differences(json.loads(saved_path.read_text()), current)
-        if differences:
-            raise RunFolderError(
-                f"{folder} holds a run with other settings, which a resume would mix with these:\n  "
-                + "\n  ".join(differences)
-                + "\nResume with the run's own settings, or start a new run in another output folder."
-            )
-        step = int(checkpoint.name[len(CHECKPOINT_PREFIX) :])
-        for path in (metrics_path(folder), completions_path(folder)):
-            truncate_metrics(path, step)
-    else:
-        if checkpoint is not None:
-            raise RunFolderError(
-                f"{folder} already holds a run (latest: {checkpoint.name}). To continue it: --resume on the "
-                "command line, resume=True in Python. For a new run, another output folder: --output-dir, or "
-                "output_dir= in make_config."
-            )
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for old in (metrics_path(folder), completions_path(folder)):
-            if old.is_file():
-                # A run that died before its first checkpoint: keep its logs beside, never delete them.
-                kept = old.with_name(f"{old.stem}-before-{stamp}{old.suffix}")
-                old.replace(kept)
-                log.warning("a log without checkpoints was in %s: kept as %s", folder, kept.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
-    return checkpoint
-
-
-def write_model_card(config: Config, step: int) -> Path:
-    """`<output_dir>/README.md`: what was trained, on what task, with which settings, and where things are.
-
-    Written at every checkpoint, over the card TRL writes (which names no base model).
-    """
-
-    training, game, rewards = config.training, config.game, config.rewards
-    folder = Path(training.output_dir)
-    functions = ["function_works", "no_cheating", "strategy_succeeds"] + (
-        ["strategy_graded"] if rewards.graded else []
-    )
-    latest = latest_checkpoint(folder)
-    lines = [
-        "---",
-        f"base_model: {training.model_name}",
-        "library_name: peft",
-        "tags: [grpo, lora, trl, 2048, code-generation]",
-        "---",
-        "",
-        f"# {training.model_name} + LoRA: writing 2048 strategies, trained with GRPO",
-        "",
-        f"A LoRA adapter on **{training.model_name}** (profile `{training.profile}`), trained with GRPO (TRL) to "
-        f"answer the prompt below with a Python function `strategy(board)` that plays 2048 on a "
-        f"{game.size}x{game.size} board to {game.target}, keys `{game.keymap}`.",
-        "",
-        f"- Steps: {step} of {training.max_steps}; latest checkpoint: `{latest.name if latest else 'none yet'}`.",
-        f"- Rewards: {', '.join(f'`{name}`' for name in functions)} (values in `run_config.json`, section rewards); "
-        f"{rewards.games_per_completion} seeded games per completion, new games every step.",
-        f"- LoRA r={training.lora_rank}, alpha {training.lora_alpha} on {', '.join(training.target_modules)}; "
-        f"lr {training.learning_rate} {training.lr_scheduler_type}; {training.num_generations} generations of at most "
-        f"{training.max_completion_length} tokens; loss {training.loss_type}, beta {training.beta}, "
-        f"reward scaling {training.scale_rewards}.",
-        f"- Learnt so far: {learning_line(read_metrics(metrics_path(folder)))}.",
-        "- Every setting: `run_config.json`; every step: `metrics.jsonl`; every completion: `completions.jsonl`.",
-        "- Judge it on games training never played: `python -m helpers evaluate --checkpoint <checkpoint>`.",
-        "",
-        "## The prompt",
-        "",
-        "```",
-        build_prompt(game, config.sandbox.allowed_imports),
-        "```",
-        "",
-    ]
-    path = folder / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 # --- callbacks -------------------------------------------------------------------------------------
 
 
@@ -490,56 +275,9 @@ def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
 # --- training ---------------------------------------------------------------------------------------
 
 
-class TorchLogProbHead:
-    """TRL's fused LM head (`_ChunkedLogProbFunction`) in plain torch, for machines without Triton.
-
-    TRL 1.15's GRPO computes the completions' log-probabilities with a Triton kernel only
-    (`trl/kernels/chunked_logprob.py` imports triton, and `trl.trainer.utils` sets the function to
-    None when that fails), so on a CPU-only torch every step fails with
-    "'NoneType' object has no attribute 'apply'". This computes the same five per-token outputs with
-    the full logits, which a CPU run of the tiny model can afford; autograd gives the backward.
-    """
-
-    @staticmethod
-    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale, outputs):
-        """(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1), each None unless requested."""
-        import torch
-
-        logits = hidden.float() @ weight.float().t()
-        if bias is not None:
-            logits = logits + bias.float()
-        logits = logits * logit_scale
-        if softcap is not None:
-            logits = softcap * torch.tanh(logits / softcap)
-        logits = logits / temperature
-        log_z = torch.logsumexp(logits, dim=-1)
-        log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
-        entropy = log_sum_sq = mean_logits = is_top1 = None
-        if "entropy" in outputs:
-            entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-        if "log_sum_sq_probs" in outputs:
-            log_sum_sq = torch.logsumexp(2 * (logits - log_z.unsqueeze(-1)), dim=-1).detach()
-        if "mean_logits" in outputs:
-            mean_logits = logits.mean(-1).detach()
-        if "is_top1" in outputs:
-            is_top1 = logits.argmax(-1) == targets
-        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
-
-
-def install_logprob_fallback() -> bool:
-    """Give TRL the plain-torch log-probability head when its Triton kernel is unavailable; True if done."""
-    from trl.trainer import utils as trl_utils
-
-    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None:
-        return False
-    trl_utils._ChunkedLogProbFunction = TorchLogProbHead
-    return True
-
-
 def _logs_beside_the_bar(progress: bool) -> Any:
     """While the progress bar is live, console log lines go through the bar's own writer (never glued to it)."""
     import contextlib
-    import logging
 
     if not progress:
         return contextlib.nullcontext()

@@ -101,7 +101,8 @@ from pathlib import Path
 
 from helpers.config import make_config
 from helpers.model import load_model
-from helpers.training import generate_strategies, latest_checkpoint, start_reward_pool
+from helpers.runs import latest_checkpoint
+from helpers.training import generate_strategies, start_reward_pool
 
 os.chdir(
     Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random gpt-oss (model + tokenizer with a gpt-oss-like chat template), built once per session."""
-    from helpers.model import make_tiny_model
+    from helpers.tiny_model import make_tiny_model
 
     path = tmp_path_factory.mktemp("tiny-gpt-oss")
     make_tiny_model(path)

@@ -215,7 +215,8 @@ def test_the_notebook_after_the_cli_exports_the_run_not_a_fresh_adapter(
 
     from helpers.export import ExportError, export_model, read_stamp
     from helpers.model import load_model
-    from helpers.training import saved_config, train
+    from helpers.runs import saved_config
+    from helpers.training import train
 
     output_dir, _ = trained_run
     config = saved_config(output_dir)

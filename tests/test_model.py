@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import layout
+from helpers import layout, tiny_model
 from helpers import model as model_module
 from helpers.config import GameConfig, make_config
 from helpers.model import ModelLoadError, load_model
@@ -47,7 +47,7 @@ def test_reasoning_effort_defaults_to_medium(tiny):
 
 def test_special_tokens_are_single_tokens_and_eos_is_return(tiny):
     _, tokenizer = tiny
-    for token in model_module.SPECIAL_TOKENS:
+    for token in tiny_model.SPECIAL_TOKENS:
         assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
     assert tokenizer.eos_token == "<|return|>" and tokenizer.pad_token == "<|endoftext|>"
 
@@ -120,7 +120,7 @@ def test_a_folder_without_an_adapter_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_the_tiny_model_is_deterministic(tmp_path, tiny_model_dir):
-    again = model_module.make_tiny_model(tmp_path / "again")
+    again = tiny_model.make_tiny_model(tmp_path / "again")
     assert (again / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert (again / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()
 

@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import training
+from helpers import runs, training, upstream
 from helpers.config import as_dict, make_config
 from helpers.metrics import append_metrics, read_metrics
 from helpers.model import load_model
-from helpers.training import ConfigurationError, RunFolderError
+from helpers.runs import RunFolderError
+from helpers.training import ConfigurationError
 
 
 def tiny_config(tiny_model_dir, output_dir, **overrides):
@@ -83,7 +84,7 @@ def test_a_checkpoint_holds_the_adapter_and_the_optimiser(run):
 
 
 def test_the_run_config_is_saved_beside_the_checkpoints(run):
-    saved = json.loads((run["dir"] / training.RUN_CONFIG_FILE).read_text())
+    saved = json.loads((run["dir"] / runs.RUN_CONFIG_FILE).read_text())
     assert saved["training"]["lora_rank"] == run["config"].training.lora_rank
     assert saved["training"]["max_steps"] == 3  # rewritten by the resume
 
@@ -132,11 +133,11 @@ def test_training_records_its_steps_on_the_model(run):
 
 
 def test_saved_config_rebuilds_the_run_settings(run):
-    rebuilt = training.saved_config(run["dir"])
+    rebuilt = runs.saved_config(run["dir"])
     assert as_dict(replace(rebuilt, profile_reason="")) == as_dict(
         replace(replace_steps(run["config"], 3), profile_reason="")
     )
-    assert training.saved_config(run["dir"], max_steps=10).training.max_steps == 10
+    assert runs.saved_config(run["dir"], max_steps=10).training.max_steps == 10
 
 
 def test_generate_strategies_returns_completions_and_extractions(run):
@@ -156,7 +157,7 @@ def fake_run(tmp_path, config, steps=(2,), logged=4):
     folder = tmp_path / "fake"
     for number in steps:
         (folder / f"checkpoint-{number}").mkdir(parents=True)
-    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(as_dict(config)))
+    (folder / runs.RUN_CONFIG_FILE).write_text(json.dumps(as_dict(config)))
     for number in range(1, logged + 1):
         append_metrics(folder / "metrics.jsonl", {"step": number, "reward": 0.0})
     return folder
@@ -167,20 +168,20 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
     fake_run(tmp_path, config)
     changed = replace(config, training=replace(config.training, lora_rank=8))
     with pytest.raises(RunFolderError, match=r"training\.lora_rank: 4 -> 8"):
-        training.prepare_run_folder(changed, resume=True)
+        runs.prepare_run_folder(changed, resume=True)
 
 
 def test_settings_added_after_a_run_started_do_not_block_its_resume(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
     folder = fake_run(tmp_path, config)
-    saved = json.loads((folder / training.RUN_CONFIG_FILE).read_text())
+    saved = json.loads((folder / runs.RUN_CONFIG_FILE).read_text())
     del saved["training"]["loss_type"], saved["training"]["beta"]  # a run saved before these existed
-    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(saved))
-    assert training.prepare_run_folder(config, resume=True).name == "checkpoint-2"
-    (folder / training.RUN_CONFIG_FILE).write_text(json.dumps(saved))
+    (folder / runs.RUN_CONFIG_FILE).write_text(json.dumps(saved))
+    assert runs.prepare_run_folder(config, resume=True).name == "checkpoint-2"
+    (folder / runs.RUN_CONFIG_FILE).write_text(json.dumps(saved))
     other = replace(config, training=replace(config.training, beta=0.1))
     with pytest.raises(RunFolderError, match=r"training\.beta: None -> 0\.1"):
-        training.prepare_run_folder(other, resume=True)
+        runs.prepare_run_folder(other, resume=True)
 
 
 def test_resume_may_change_the_length_of_the_run(tmp_path):
@@ -189,7 +190,7 @@ def test_resume_may_change_the_length_of_the_run(tmp_path):
     for step in range(1, 13):
         append_metrics(tmp_path / "fake" / "completions.jsonl", {"step": step, "completion": "x"})
     longer = replace_steps(config, 50)
-    assert training.prepare_run_folder(longer, resume=True).name == "checkpoint-10"
+    assert runs.prepare_run_folder(longer, resume=True).name == "checkpoint-10"
     assert [record["step"] for record in read_metrics(tmp_path / "fake")] == list(range(1, 11))
     completions = read_metrics(tmp_path / "fake" / "completions.jsonl")
     assert [record["step"] for record in completions] == list(range(1, 11))  # steps 11-12 are trained again
@@ -199,18 +200,18 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
     fake_run(tmp_path, config)
     with pytest.raises(RunFolderError, match="already holds a run.*--resume"):
-        training.prepare_run_folder(config, resume=False)
+        runs.prepare_run_folder(config, resume=False)
 
 
 def test_resume_needs_a_checkpoint(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "empty"))
     with pytest.raises(RunFolderError, match="nothing to resume"):
-        training.prepare_run_folder(config, resume=True)
+        runs.prepare_run_folder(config, resume=True)
 
 
 def test_saved_config_needs_a_run_folder(tmp_path):
     with pytest.raises(RunFolderError, match="not the output folder of a run"):
-        training.saved_config(tmp_path)
+        runs.saved_config(tmp_path)
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ def test_torch_logprob_head_matches_log_softmax():
     hidden, weight, bias = torch.randn(5, 8), torch.randn(11, 8), torch.randn(11)
     targets = torch.randint(0, 11, (5,))
     outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-    log_probs, entropy, log_sum_sq, mean_logits, is_top1 = training.TorchLogProbHead.apply(
+    log_probs, entropy, log_sum_sq, mean_logits, is_top1 = upstream.TorchLogProbHead.apply(
         hidden, weight, bias, targets, 0.7, 4, 3.0, 2.0, outputs
     )
     logits = 3.0 * torch.tanh((hidden @ weight.t() + bias) * 2.0 / 3.0) / 0.7
@@ -302,9 +303,9 @@ def test_callbacks_log_metrics_and_redraw_the_live_plot(tmp_path, capsys):
 def test_resume_refuses_checkpoints_without_saved_settings(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
     folder = fake_run(tmp_path, config)
-    (folder / training.RUN_CONFIG_FILE).unlink()
+    (folder / runs.RUN_CONFIG_FILE).unlink()
     with pytest.raises(RunFolderError, match="no run_config.json"):
-        training.prepare_run_folder(config, resume=True)
+        runs.prepare_run_folder(config, resume=True)
 
 
 def test_a_fresh_run_keeps_an_earlier_log_without_checkpoints(tmp_path):
@@ -312,7 +313,7 @@ def test_a_fresh_run_keeps_an_earlier_log_without_checkpoints(tmp_path):
     folder = tmp_path / "fake"
     for number in range(1, 4):
         append_metrics(folder / "metrics.jsonl", {"step": number, "reward": 0.0})
-    assert training.prepare_run_folder(config, resume=False) is None
+    assert runs.prepare_run_folder(config, resume=False) is None
     kept = list(folder.glob("metrics-before-*.jsonl"))
     assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 3
     assert not (folder / "metrics.jsonl").exists()
@@ -320,12 +321,12 @@ def test_a_fresh_run_keeps_an_earlier_log_without_checkpoints(tmp_path):
 
 def test_auto_resume_continues_a_run_and_starts_a_new_one(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
-    assert training.prepare_run_folder(config, resume="auto") is None  # nothing there: a fresh run
+    assert runs.prepare_run_folder(config, resume="auto") is None  # nothing there: a fresh run
     fake_run(tmp_path, config, steps=(2, 4))
-    assert training.prepare_run_folder(config, resume="auto").name == "checkpoint-4"
+    assert runs.prepare_run_folder(config, resume="auto").name == "checkpoint-4"
     changed = replace(config, training=replace(config.training, lora_rank=8))
     with pytest.raises(RunFolderError, match="other settings"):
-        training.prepare_run_folder(changed, resume="auto")
+        runs.prepare_run_folder(changed, resume="auto")
 
 
 def test_resuming_a_finished_run_trains_nothing(tmp_path):
@@ -333,7 +334,7 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
     folder = fake_run(tmp_path, config, steps=(2, 4), logged=4)
     result = training.train(replace_steps(config, 4), resume="auto")  # no model is loaded on this path
     assert (result.global_step, result.seconds, result.checkpoint) == (4, 0.0, str(folder / "checkpoint-4"))
-    assert training.latest_checkpoint(folder).name == "checkpoint-4" and result.last_metrics["step"] == 4
+    assert runs.latest_checkpoint(folder).name == "checkpoint-4" and result.last_metrics["step"] == 4
 
 
 def test_log_lines_go_through_the_progress_bar_not_after_it(capsys):
