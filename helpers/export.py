@@ -60,6 +60,7 @@ from helpers.layout import (
 from helpers.model import input_device, load_base_model, load_model, quiet_loading, trained_steps
 from helpers.mxfp4 import MXFP4Error, dequantize_mxfp4, quantize_mxfp4
 from helpers.prompts import chat_messages
+from helpers.upstream import unsloth_returns_logits
 
 FORMATS = ("lora", "merged_16bit", "mxfp4")
 """Export formats, smallest first."""
@@ -501,20 +502,6 @@ def _answer_logits_request(request_path: str) -> None:
     torch.save({"exported": exported.cpu(), "base": base.cpu()}, request["answer"])
 
 
-class _LogitsFlag:
-    """Unsloth's forward returns no logits unless UNSLOTH_RETURN_LOGITS=1: set it for a block, then restore it."""
-
-    def __enter__(self) -> None:
-        self.saved = os.environ.get("UNSLOTH_RETURN_LOGITS")
-        os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is None:
-            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
-        else:
-            os.environ["UNSLOTH_RETURN_LOGITS"] = self.saved
-
-
 def _reload(
     fmt: str,
     path: Path,
@@ -527,7 +514,7 @@ def _reload(
     if fresh_process is None:
         fresh_process = "unsloth" in sys.modules and fmt != "lora"
     reload = _export_logits_in_fresh_process if fresh_process else export_logits
-    with _LogitsFlag():
+    with unsloth_returns_logits():
         return reload(fmt, path, training, input_ids, reference)
 
 
@@ -536,7 +523,7 @@ def _adapter_logits(model: Any, tokenizer: Any, config: Config | TrainingConfig)
     was_training = model.training
     model.eval()
     try:
-        with _LogitsFlag():
+        with unsloth_returns_logits():
             input_ids = check_inputs(tokenizer, config, input_device(model))
             trained = _logits(model, input_ids)
             with model.disable_adapter():

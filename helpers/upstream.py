@@ -5,11 +5,15 @@
 - Unsloth patches transformers and TRL when imported, so it must be imported first:
   `helpers.model.import_unsloth_if_used`, called before anything else loads them.
 - Unsloth's forward returns no logits unless `UNSLOTH_RETURN_LOGITS=1`, and its patches broke plain
-  transformers loads beside its 4-bit model: the export check sets the variable for its block and
-  reloads merged exports in a fresh process (`helpers.export`).
+  transformers loads beside its 4-bit model: the export check sets it for its block
+  (`unsloth_returns_logits`) and reloads merged exports in a fresh process (`helpers.export`).
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
 
 
 class TorchLogProbHead:
@@ -56,3 +60,17 @@ def install_logprob_fallback() -> bool:
         return False
     trl_utils._ChunkedLogProbFunction = TorchLogProbHead
     return True
+
+
+@contextlib.contextmanager
+def unsloth_returns_logits() -> Iterator[None]:
+    """Unsloth's forward returns no logits unless UNSLOTH_RETURN_LOGITS=1: set it for a block, then restore it."""
+    saved = os.environ.get("UNSLOTH_RETURN_LOGITS")
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
+        else:
+            os.environ["UNSLOTH_RETURN_LOGITS"] = saved
