@@ -84,9 +84,9 @@ def _settings_mistakes() -> Any:
         raise UsageError(str(error)) from error
 
 
-def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
+def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """`--set` pairs by section: `{"training": {...}, "game": {...}, "sandbox": {...}, "rewards": {...}}`."""
-    settings: dict[str, dict[str, str]] = {section: {} for section in ("training", *SECTIONS)}
+    settings: dict[str, dict[str, Any]] = {section: {} for section in ("training", *SECTIONS)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -360,7 +360,9 @@ def cmd_play(args: argparse.Namespace) -> int:
         if args.seed is None:
             args.seed = held_out_seed
     with _settings_mistakes():
-        config = make_config("cpu-tiny", **{section: sections[section] for section in SECTIONS})
+        config = make_config(
+            "cpu-tiny", game=sections["game"], sandbox=sections["sandbox"], rewards=sections["rewards"]
+        )
     game_config = config.game
     seed = random.randrange(1_000_000) if args.seed is None else args.seed
     if args.keymap:
@@ -403,9 +405,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     text = path.read_text(encoding="utf-8")
     source = extract_function(text) or text
     played, result = _watch_keys(source, game_config, seed, config.sandbox)
-    for key in played:
-        game.do_action(key)
-        _show(game, f"{path.name}: {key!r}", color)
+    for move in played:
+        game.do_action(move)
+        _show(game, f"{path.name}: {move!r}", color)
         time.sleep(args.delay)
     reason = f" ({result.error})" if result.error else ""
     print(

@@ -455,14 +455,14 @@ def validate(config: Config) -> None:
         raise ValueError(
             f"training.log_completions_every must be 0 (never) or more, not {training.log_completions_every}"
         )
-    choices = {
+    choices: dict[str, tuple[str, tuple[str, ...]]] = {
         "training.loss_type": (training.loss_type, ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")),
         "training.scale_rewards": (training.scale_rewards, ("group", "batch", "none")),
         "training.gradient_checkpointing": (training.gradient_checkpointing, ("unsloth", "true", "false")),
     }
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    for name, (chosen, allowed) in choices.items():
+        if chosen not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {chosen!r}")
     if training.beta < 0:
         raise ValueError(f"training.beta must be 0 or more, not {training.beta}")
     trackers = [name.strip() for name in training.report_to.split(",") if name.strip()]
@@ -507,7 +507,9 @@ SECTIONS: dict[str, type] = {
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's one-line docstring (the string under it in the class body): the command line's help."""
     tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
+    definition = tree.body[0]
+    assert isinstance(definition, ast.ClassDef), cls
+    body = definition.body
     docs = {}
     for node, after in zip(body, body[1:], strict=False):
         if (

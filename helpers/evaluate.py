@@ -221,7 +221,7 @@ def evaluate_strategy(
         _play_in_process(strategy, from_config(config, seed=game_seed), sandbox.stall_moves)
         for game_seed in _progress(seeds, progress, n_games, name or "strategy")
     ]
-    return _report(name or getattr(strategy, "__name__", "strategy"), outcomes)
+    return _report(name or str(getattr(strategy, "__name__", "strategy")), outcomes)
 
 
 @lru_cache(maxsize=1 << 14)

@@ -245,9 +245,8 @@ class GameBoard:
         if self._state != "ongoing":
             return False
         self.moves += 1
-        try:
-            direction = self.keymap[key]
-        except (KeyError, TypeError):
+        direction = self.keymap.get(key) if isinstance(key, str) else None
+        if direction is None:
             direction = self.keymap.get(key.strip().lower()) if isinstance(key, str) else None
             if direction is None:
                 self._state = "failed"

@@ -178,7 +178,7 @@ def verdicts(completions: list[Any], config: Config, seeds: Sequence[int] | None
     settings = (config.game, config.sandbox, seeds)
     texts = [_completion_text(completion) for completion in completions]
     keys = []
-    found: list[Verdict | None] = []
+    found: list[Verdict] = []
     to_play: dict[str, list[int]] = {}
     for index, text in enumerate(texts):
         digest = (
@@ -480,7 +480,7 @@ def explain(
     columns = {name: _score(items, active, value, {}, seeds)[0] for name, value in _values(active).items()}
     rows = []
     for index in range(len(items)):
-        row = {name: values[index] for name, values in columns.items()}
+        row: dict[str, Any] = {name: values[index] for name, values in columns.items()}
         try:
             verdict = verdicts([items[index]], active, seeds)[0]
             row |= {
@@ -502,7 +502,7 @@ def explain(
 
 def outcome_totals() -> dict[str, int]:
     """The outcome counts summed over `OUTCOME_HISTORY`."""
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for record in OUTCOME_HISTORY:
         totals.update({name: record[name] for name in OUTCOMES})
     return {name: totals[name] for name in OUTCOMES}

@@ -69,7 +69,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _field_defaults() -> dict[str, Any]:
     """Every setting's dataclass default, flattened like `_flatten` (`training.loss_type`, ...)."""
 
-    sections = {
+    sections: dict[str, Any] = {
         "game": GameConfig(),
         "sandbox": SandboxConfig(),
         "rewards": RewardConfig(),
