@@ -29,13 +29,38 @@ def _has_cuda_gpu() -> bool:
         return False
 
 
+SLOW_TIERS = ("slow", "browser")
+"""Markers left out of a plain `pytest` run (the edit-test loop); `pytest --all` runs them, as CI does."""
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--all", action="store_true", help="run every tier, slow and browser tests included (what CI runs)"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--all") and not config.getoption("markexpr"):
+        kept = [item for item in items if not any(tier in item.keywords for tier in SLOW_TIERS)]
+        left_out = [item for item in items if item not in kept]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = kept
+            config._slow_tiers_left_out = len(left_out)
     if _has_cuda_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU host: see benchmarks/RESULTS.md)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left_out = getattr(config, "_slow_tiers_left_out", 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} slow and browser tests were left out: pytest --all runs every tier, as CI does"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -157,6 +157,7 @@ def test_mxfp4_without_expert_tensors_says_to_export_merged(tmp_path):
         export.convert_to_mxfp4(merged, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_the_check_can_load_the_export_in_a_fresh_process(exported):
     """What a run with Unsloth loaded does (away from Unsloth's patches): same numbers as in-process."""
     args = (

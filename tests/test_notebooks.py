@@ -149,6 +149,7 @@ def _notebook_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
+@pytest.mark.slow
 def test_nbval_runs_every_cpu_cell():
     """`pytest --nbval-lax` over the four notebooks; GPU-tagged cells are skipped by their tag."""
     result = subprocess.run(

@@ -29,7 +29,7 @@ def run_setup(*args: str, env: dict | None = None) -> subprocess.CompletedProces
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"^\$ (.+)$", readme, flags=re.M)
-    assert "./setup.sh --cpu && .venv/bin/pytest" in commands
+    assert "./setup.sh --cpu && .venv/bin/pytest --all" in commands
     ci = (ROOT / ".ci" / "run").read_text()
     assert "README.md" in ci and "OMP_NUM_THREADS=1" in ci
 
