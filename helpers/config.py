@@ -231,19 +231,16 @@ class Config:
 
 
 def dgx_spark() -> TrainingConfig:
-    """The original configuration exactly: gpt-oss-20b in 4-bit on a GB10 (about 90 s a step)."""
+    """The original configuration exactly: gpt-oss-20b in 4-bit, as on a DGX Spark's GB10."""
     return TrainingConfig(profile="dgx-spark")
 
 
 def h100() -> TrainingConfig:
     """Large-memory GPUs (H100/H200): 16-bit weights, 64 completions generated at once per step.
 
-    Generation costs about 100 ms per decoding step whatever the batch (8 sequences: 20.0 s for 200
-    tokens, 128: 24.5 s, measured on an H100), so one step generates 64 completions together and trains
-    on them in micro-batches of 8 (the micro-batch Unsloth compiled cleanly). Measured in steady state on
-    an H100 with random weights of the full shape: 22.9 s a step (generation 19.3 s, optimisation 3.6 s),
-    2.8 completions/s, peak 47.1 GB; about 24 s and 2.7/s with the rewards of realistic completions
-    (1.15 s); the first step, compiling, 193 s: benchmarks/RESULTS.md.
+    A decoding step costs about the same whatever the batch, so one step generates 64 completions
+    together and trains on them in micro-batches of 8 (the micro-batch Unsloth compiled cleanly).
+    The measurements behind it: benchmarks/RESULTS.md, "GPU throughput".
     """
     return TrainingConfig(
         profile="h100",

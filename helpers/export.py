@@ -9,8 +9,8 @@ Formats:
   `*_blocks` and `*_scales` tensors, `quantization_config.quant_method = "mxfp4"`), everything
   else in bfloat16. transformers, vLLM and llama.cpp's converter read it. It is written here from
   the merged 16-bit export. Unsloth's own `save_method="mxfp4"` is a different thing (an
-  llm-compressor W4A4 checkpoint for vLLM) which, in Unsloth 2026.10.7, requires llm-compressor
-  <= 0.12 and so transformers <= 4.57.6: it refuses our transformers 5.17.
+  llm-compressor W4A4 checkpoint for vLLM) whose dependencies conflict with this project's
+  transformers (README.md, "MXFP4 and llm-compressor").
 
 Verification (`verify_export`): after saving, the export is loaded back the way a user would load
 it, and on a fixed prompt its change to the logits relative to the base model (`export - base`) is
@@ -26,8 +26,8 @@ from must pass the check above, and the MXFP4 file must load back as that checkp
 experts rounded to 4 bits. How much of the training's change survives the rounding is reported,
 not judged: 4-bit experts erase a small change (a short training's), which the message says.
 
-A process that has imported Unsloth loads merged and MXFP4 exports back in a fresh process: on the
-GPU, Unsloth's patches broke plain transformers loads next to its 4-bit model (benchmarks/RESULTS.md).
+A process that has imported Unsloth loads merged and MXFP4 exports back in a fresh process
+(`helpers.upstream` lists why).
 
 No lost work: an export is written beside its destination, checked, and only then put in its place,
 with `export.json` saying how many training steps it holds and what its check found. An export never
