@@ -103,11 +103,10 @@ pd.Series(as_dict(config)["training"]).to_frame("value")
 # %%
 from IPython.display import display
 
-from helpers.game import from_config
+from helpers.game import DIRECTIONS, from_config
 
 game = from_config(config.game, seed=config.rewards.seed)
-key_of = {direction: key for key, direction in game.keymap.items()}
-print("keys:", ", ".join(f"{key!r} = {direction}" for direction, key in key_of.items()))
+print("keys:", ", ".join(f"{game.key_for(direction)!r} = {direction}" for direction in DIRECTIONS))
 display(game)
 
 # %% [markdown]
@@ -115,7 +114,7 @@ display(game)
 
 # %%
 for direction in ["left", "down", "right", "up"] * 2:
-    game.do_action(key_of[direction])
+    game.do_action(game.key_for(direction))
 display(game)
 
 # %% [markdown]
@@ -145,7 +144,7 @@ display(board)
 # could write to cheat or to hang the trainer (their keys come from the configured key map).
 
 # %%
-up, down, left, right = (repr(key_of[direction]) for direction in ("up", "down", "left", "right"))
+up, down, left, right = (repr(game.key_for(direction)) for direction in DIRECTIONS)
 attempts = {
     "plays randomly": f"def strategy(board):\n    import random\n    return random.choice([{up}, {down}, {left}, {right}])",
     "writes 2048 on its board": f"def strategy(board):\n    board[0][0] = 2048\n    return {left}",

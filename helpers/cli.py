@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -32,7 +33,7 @@ from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, field_doc
 from helpers.config import SECTIONS as CONFIG_SECTIONS
 from helpers.evaluate import BASELINES, PRESETS
 from helpers.export import FORMATS, ExportError, ExportVerificationError, export_model
-from helpers.game import KEYMAPS, from_config, render_ansi, render_text
+from helpers.game import KEYMAPS, from_config, keys_by_direction, play_keys, render_ansi, render_text
 from helpers.heldout import (
     BEST_FILE,
     REPORT_FILE,
@@ -376,7 +377,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     keys = ", ".join(f"{key}={direction}" for key, direction in game.keymap.items())
     color = not args.no_color
     if args.strategy is None:
-        key_of = {direction: key for key, direction in game.keymap.items()}
+        key_of = keys_by_direction(game.keymap)
         _show(game, f"keys: {keys}, arrows; q quits", color)
         while game.state() == "ongoing":
             key = _read_key(sys.stdin)
@@ -391,11 +392,13 @@ def cmd_play(args: argparse.Namespace) -> int:
         return 0
     if args.strategy in BASELINES:
         strategy = BASELINES[args.strategy](game.keymap, seed)
-        idle = 0
-        while game.state() == "ongoing" and idle < config.sandbox.stall_moves:
-            idle = 0 if game.do_action(strategy(game.board())) else idle + 1
+
+        def shown(key: object, moved: bool) -> None:
             _show(game, args.strategy, color)
             time.sleep(args.delay)
+
+        moves = (strategy(game.board()) for _ in itertools.count())
+        play_keys(game, moves, config.sandbox.stall_moves, on_move=shown)
         return 0
     path = Path(args.strategy)
     if not path.is_file():

@@ -13,6 +13,7 @@ source text from the model, which only ever runs through `helpers.sandbox`.
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 from collections import Counter
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from helpers.config import GAME_PRESETS, GameConfig, SandboxConfig
-from helpers.game import GameBoard, from_config, slide
-from helpers.sandbox import play_batch
+from helpers.game import GameBoard, from_config, keys_by_direction, play_keys, slide
+from helpers.sandbox import GameResult, play_batch
 
 Board = list[list[int]]
 Strategy = Callable[[Board], str]
@@ -35,10 +36,6 @@ PRESETS: dict[str, GameConfig] = GAME_PRESETS
 """Game variants (`helpers.config.GAME_PRESETS`): the original, and harder ones where random play rarely wins."""
 
 
-def _keys_by_direction(keymap: Mapping[str, str]) -> dict[str, str]:
-    return {direction: key for key, direction in keymap.items()}
-
-
 def random_strategy(keymap: Mapping[str, str], seed: int) -> Strategy:
     """A uniformly random move among those that change the board (seeded apart from the game's own).
 
@@ -47,7 +44,7 @@ def random_strategy(keymap: Mapping[str, str], seed: int) -> Strategy:
     equal chance. It never stalls, so it is fair to compare scores with.
     """
     rng = random.Random(f"random-baseline:{seed}")
-    key_of = _keys_by_direction(keymap)
+    key_of = keys_by_direction(keymap)
     directions = list(PREFERENCE)
 
     def strategy(board: Board) -> str:
@@ -62,7 +59,7 @@ def random_strategy(keymap: Mapping[str, str], seed: int) -> Strategy:
 
 def greedy_strategy(keymap: Mapping[str, str], seed: int = 0) -> Strategy:
     """One-ply greedy: the move whose merges gain the most points now; ties go to `PREFERENCE` order."""
-    key_of = _keys_by_direction(keymap)
+    key_of = keys_by_direction(keymap)
 
     def strategy(board: Board) -> str:
         best, best_gain = PREFERENCE[0], -1
@@ -77,7 +74,7 @@ def greedy_strategy(keymap: Mapping[str, str], seed: int = 0) -> Strategy:
 
 def fixed_order_strategy(keymap: Mapping[str, str], seed: int = 0) -> Strategy:
     """The first move of left, down, right, up that changes the board."""
-    key_of = _keys_by_direction(keymap)
+    key_of = keys_by_direction(keymap)
 
     def strategy(board: Board) -> str:
         for direction in PREFERENCE:
@@ -120,39 +117,24 @@ class EvalReport:
     """Final score of each game, in seed order."""
 
 
-@dataclass
-class _Outcome:
-    state: str
-    score: int
-    moves: int
-    max_tile: int
-
-
-def _play_in_process(strategy: Strategy, game: GameBoard, stall_moves: int) -> _Outcome:
-    """Play a trusted callable to the end; repeated no-op moves end the game as stalled."""
-    idle = 0
-    state = "ongoing"
-    while state == "ongoing":
-        try:
-            key = strategy(game.board())
-        except Exception:
-            return _Outcome("error", game.score(), game.moves, game.max_tile())
-        if game.do_action(key):
-            idle = 0
-        else:
-            idle += 1
-            if idle >= stall_moves and game.state() == "ongoing":
-                return _Outcome("stalled", game.score(), game.moves, game.max_tile())
-        state = game.state()
-    return _Outcome(state, game.score(), game.moves, game.max_tile())
+def _play_in_process(strategy: Strategy, game: GameBoard, stall_moves: int) -> GameResult:
+    """Play a trusted callable to the end (`helpers.game.play_keys`); an exception it raises is an error."""
+    keys = (strategy(game.board()) for _ in itertools.count())
+    try:
+        end = play_keys(game, keys, stall_moves)
+    except Exception as error:  # noqa: BLE001 - a baseline or a user's function that raises lost its game
+        return GameResult(
+            "error", game.moves, game.score(), game.max_tile(), f"{type(error).__name__}: {error}"[:200]
+        )
+    state = "stalled" if end == "stalled" else game.state()
+    return GameResult(state, game.moves, game.score(), game.max_tile())
 
 
 def _play_in_sandbox(
     source: str, config: GameConfig, seeds: Sequence[int], sandbox: SandboxConfig
-) -> list[_Outcome]:
+) -> list[GameResult]:
     """Play untrusted source on every seed, in parallel over the sandbox's worker pool."""
-    results = play_batch([source], config, seeds, sandbox)[0]
-    return [_Outcome(result.state, result.score, result.steps, result.max_tile) for result in results]
+    return play_batch([source], config, seeds, sandbox)[0]
 
 
 def _progress(items: Iterable, enabled: bool, total: int, name: str) -> Iterable:
@@ -163,7 +145,7 @@ def _progress(items: Iterable, enabled: bool, total: int, name: str) -> Iterable
     return tqdm(items, total=total, desc=name, leave=False)
 
 
-def _report(name: str, outcomes: Sequence[_Outcome]) -> EvalReport:
+def _report(name: str, outcomes: Sequence[GameResult]) -> EvalReport:
     scores = [outcome.score for outcome in outcomes]
     games = len(outcomes)
     return EvalReport(
@@ -172,7 +154,7 @@ def _report(name: str, outcomes: Sequence[_Outcome]) -> EvalReport:
         win_rate=sum(outcome.state == "success" for outcome in outcomes) / games if games else 0.0,
         mean_score=statistics.fmean(scores) if scores else 0.0,
         median_score=float(statistics.median(scores)) if scores else 0.0,
-        mean_moves=statistics.fmean(outcome.moves for outcome in outcomes) if outcomes else 0.0,
+        mean_moves=statistics.fmean(outcome.steps for outcome in outcomes) if outcomes else 0.0,
         max_tile_counts=dict(sorted(Counter(outcome.max_tile for outcome in outcomes).items())),
         outcome_counts=dict(Counter(outcome.state for outcome in outcomes).most_common()),
         scores=scores,

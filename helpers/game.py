@@ -26,7 +26,7 @@ from __future__ import annotations
 import html
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -156,6 +156,40 @@ def _resolve_keymap(keymap: str | Mapping[str, str]) -> dict[str, str]:
     return resolved
 
 
+def keys_by_direction(keymap: str | Mapping[str, str]) -> dict[str, str]:
+    """Direction -> the key that plays it, for a key map (a `KEYMAPS` name or a key -> direction mapping)."""
+    return {direction: key for key, direction in _resolve_keymap(keymap).items()}
+
+
+def play_keys(
+    game: GameBoard,
+    keys: Iterable[object],
+    stall_moves: int,
+    on_move: Callable[[object, bool], None] | None = None,
+) -> str:
+    """Play keys on `game` until it ends, `stall_moves` keys in a row change nothing, or the keys run out.
+
+    The one game loop of the project: the sandbox, its replay, the evaluation, the widget and the
+    command line all play through it, so the stall rule is written once. `keys` is asked for the
+    next key only while the game goes on (a strategy's generator: `(strategy(game.board()) for _ in
+    itertools.count())`); an exception it raises propagates. `on_move(key, moved)` is called after
+    every key. Returns `"over"` (the game ended by its rules), `"stalled"` or `"exhausted"`.
+    """
+    if game.state() != "ongoing":
+        return "over"
+    idle = 0
+    for key in keys:
+        moved = game.do_action(key)
+        if on_move is not None:
+            on_move(key, moved)
+        if game.state() != "ongoing":
+            return "over"
+        idle = 0 if moved else idle + 1
+        if idle >= stall_moves:
+            return "stalled"
+    return "exhausted"
+
+
 def _target_char(target: int) -> str:
     """The smallest tile character whose value reaches the target, or one above them all if none does."""
     return next((char for value, char in _CHAR_OF.items() if value >= target and value), "\x7f")
@@ -220,6 +254,10 @@ class GameBoard:
         self._layout = _layout(size)
         self._target_char = _target_char(target)
         self._score = 0
+
+    def key_for(self, direction: str) -> str:
+        """The key that plays `direction` (up, down, left, right) in this game's key map."""
+        return keys_by_direction(self.keymap)[direction]
 
     def board(self) -> list[list[int]]:
         """A fresh copy of the board as a list of rows (0 is an empty cell)."""

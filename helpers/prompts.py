@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import DIRECTIONS, KEYMAPS
+from helpers.game import DIRECTIONS, keys_by_direction
 
 _TEMPLATE = """Write a short 2048 strategy in plain Python.
 The board is a {size}x{size} list of lists of ints, board[0] the top row, 0 empty; reach {target} to win.
@@ -32,7 +32,7 @@ def build_prompt(game_config: GameConfig | None = None, allowed_imports: Sequenc
     """
     config = game_config or GameConfig()
     imports = SandboxConfig().allowed_imports if allowed_imports is None else tuple(allowed_imports)
-    key_of = {direction: key for key, direction in KEYMAPS[config.keymap].items()}
+    key_of = keys_by_direction(config.keymap)
     keys = ", ".join(f'"{key_of[direction]}" = {direction}' for direction in DIRECTIONS)
     return _TEMPLATE.format(
         size=config.size,

@@ -288,3 +288,42 @@ def test_a_pickled_game_plays_the_same_future():
     for key in "wasdwasdsd":
         assert game.do_action(key) == twin.do_action(key)
     assert (twin.board(), twin.score(), twin.moves) == (game.board(), game.score(), game.moves)
+
+
+# --- the one game loop and the key lookup ------------------------------------------------------------
+
+
+def test_play_keys_ends_with_the_game_and_asks_for_no_key_after_it():
+    from helpers.game import play_keys
+
+    game = GameBoard(size=2, target=2048, seed=1)
+    asked = []
+
+    def keys():
+        while True:
+            asked.append(game.moves)
+            yield "a" if len(asked) % 2 else "u"
+
+    assert play_keys(game, keys(), stall_moves=32) == "over"
+    assert game.state() == "failed" and len(asked) == game.moves  # no key asked once the game was over
+
+
+def test_play_keys_stops_a_run_of_moves_that_change_nothing():
+    from helpers.game import play_keys
+
+    game = GameBoard(size=4, seed=3)
+    seen = []
+    assert (
+        play_keys(game, iter(lambda: "a", None), stall_moves=5, on_move=lambda k, m: seen.append(m))
+        == "stalled"
+    )
+    assert seen[-5:] == [False] * 5 and game.state() == "ongoing"
+    assert play_keys(GameBoard(size=4, seed=3), ["a", "u"], stall_moves=5) == "exhausted"
+
+
+def test_keys_by_direction_inverts_a_key_map():
+    from helpers.game import keys_by_direction
+
+    assert keys_by_direction("bepo") == {"up": "é", "down": "u", "left": "a", "right": "i"}
+    assert keys_by_direction({"W": "up", "S": "down", "A": "left", "D": "right"})["left"] == "a"
+    assert GameBoard(keymap="wasd").key_for("up") == "w"
