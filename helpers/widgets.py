@@ -2,16 +2,19 @@
 
 `BoardWidget` is a `VBox` holding the coloured board (HTML from `helpers.game.render_html`), the
 score, the moves and the state, one button per direction labelled with its key from the active key
-map, a text box that turns typed keys into moves, a "new game" button with a seed, and a player
-(`ipywidgets.Play`) with a speed slider that makes a strategy play one move per tick.
+map, a text box that turns typed keys into moves, a key map picker, a "new game" button with a seed,
+and a player (`ipywidgets.Play`) with a speed slider and a "to the end" button for a watched strategy.
 
 Keyboard play: ipywidgets has no key-press events, so the board takes keys through a `Text` box
 with `continuous_update=True`: every typed character is played as a key, then the box is emptied.
 That works with the stock widgets in JupyterLab, Notebook 7 and VS Code; arrow keys would need the
-`ipyevents` package, which the project does not depend on.
+`ipyevents` package, which the project does not depend on. A person's key that is not in the key map
+is not played (as in the terminal `play`): the board says which keys are, and the game goes on. Only
+a strategy's answer is held to the training rule, where a key outside the map ends the game.
 
 Watching does not block the kernel: the `Play` widget ticks in the browser, and each tick asks the
-kernel for one move, so cells keep running and the pause button answers at once. A strategy is
+kernel for one move, so cells keep running and the pause button answers at once. "To the end" plays
+the rest of the game in the kernel at once and shows only the last position. A strategy is
 either a trusted callable `strategy(board) -> key` (a baseline, your own code), called in the kernel
 once per tick, or generated source code, which never runs in the kernel: the sandbox plays it on a
 copy of the current position to the end (`helpers.sandbox.execute_strategy` with all its limits: a
@@ -19,23 +22,27 @@ few milliseconds for a typical strategy, `game_timeout` at most), and each tick 
 keys it played (`GameResult.keys`). The copy carries the game's random state, so the replay shows
 exactly the game the sandbox judged, and the sandbox's verdict is shown where its keys run out. A key
 pressed by hand leaves the strategy's path; the next tick asks the sandbox again from the new
-position.
+position. A strategy answers in the key map it was written for: change the map and it may fail.
 
 Everything a person can do is also a method, so tests drive the board from Python:
-`board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`.
+`board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`,
+`board.set_keymap("wasd")`, `board.play_to_end()`. Displaying the board again (`display(board)`)
+shows another view of the same board, so a watch cell can show the board it drives right below it.
 """
 
 from __future__ import annotations
 
 import html
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import ipywidgets as widgets
 
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import DIRECTIONS, GameBoard, from_config, render_html
+from helpers.game import DIRECTIONS, KEYMAPS, GameBoard, from_config, render_html
 from helpers.sandbox import GameResult, execute_strategy
 
 Strategy = Callable[[list[list[int]]], object]
@@ -46,6 +53,9 @@ ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
 
 MAX_SPEED = 30
 """Fastest watch speed offered by the slider, in moves per second."""
+
+TO_THE_END_SECONDS = 10.0
+"""Longest "to the end" runs in the kernel before it pauses (a slow trusted strategy blocks the kernel)."""
 
 
 class BoardWidget(widgets.VBox):
@@ -81,20 +91,16 @@ class BoardWidget(widgets.VBox):
         self._idle_moves = 0
         self._replay: deque[str] | None = None
         self._replay_result: GameResult | None = None
+        self._quiet = False
 
-        key_of = {direction: key for key, direction in self.game.keymap.items()}
         self.board_html = widgets.HTML()
         self.status = widgets.HTML()
         self.buttons = {
-            direction: widgets.Button(
-                description=f"{key_of[direction]} {ARROWS[direction]}",
-                tooltip=f"{direction} (key {key_of[direction]!r})",
-                layout=widgets.Layout(width="64px", grid_area=direction),
-            )
+            direction: widgets.Button(layout=widgets.Layout(width="64px", grid_area=direction))
             for direction in DIRECTIONS
         }
         for direction, button in self.buttons.items():
-            button.on_click(lambda _button, key=key_of[direction]: self.press(key))
+            button.on_click(lambda _button, direction=direction: self.press(self._key_of(direction)))
         pad = widgets.GridBox(
             list(self.buttons.values()),
             layout=widgets.Layout(
@@ -103,14 +109,17 @@ class BoardWidget(widgets.VBox):
                 width="max-content",
             ),
         )
-        keys = " ".join(key_of[d] for d in DIRECTIONS)
         self.keys_box = widgets.Text(
-            placeholder=f"type {keys}",
-            continuous_update=True,
-            description="Keys",
-            layout=widgets.Layout(width="220px"),
+            continuous_update=True, description="Keys", layout=widgets.Layout(width="220px")
         )
         self.keys_box.observe(self._on_keys_typed, names="value")
+        self.keymap_picker = widgets.Dropdown(
+            options=[(f"{name} ({_keys_text(name)})", name) for name in KEYMAPS],
+            value=self.game_config.keymap,
+            description="Key map",
+            layout=widgets.Layout(width="220px"),
+        )
+        self.keymap_picker.observe(lambda change: self.set_keymap(change["new"]), names="value")
         self.seed_box = widgets.IntText(
             value=seed or 0, description="Seed", layout=widgets.Layout(width="160px")
         )
@@ -122,6 +131,12 @@ class BoardWidget(widgets.VBox):
         self.player.interval = 1000 // speed
         self.speed.observe(self._on_speed, names="value")
         self.player.observe(self._on_tick, names="value")
+        self.to_the_end_button = widgets.Button(
+            description="To the end",
+            icon="fast-forward",
+            tooltip="play the watched strategy to the end of the game at once",
+        )
+        self.to_the_end_button.on_click(lambda _button: self.play_to_end())
         self.strategy_label = widgets.HTML()
 
         super().__init__(
@@ -129,17 +144,34 @@ class BoardWidget(widgets.VBox):
                 self.board_html,
                 self.status,
                 widgets.HBox(
-                    [pad, widgets.VBox([self.keys_box, widgets.HBox([self.seed_box, self.new_game_button])])]
+                    [
+                        pad,
+                        widgets.VBox(
+                            [
+                                self.keys_box,
+                                self.keymap_picker,
+                                widgets.HBox([self.seed_box, self.new_game_button]),
+                            ]
+                        ),
+                    ]
                 ),
-                widgets.HBox([self.player, self.speed, self.strategy_label]),
+                widgets.HBox([self.player, self.speed, self.to_the_end_button, self.strategy_label]),
             ]
         )
+        self._label_keys()
         self._render()
 
     # --- what a person does -----------------------------------------------------------------------
 
     def press(self, key: str) -> bool:
-        """Play one key (as a button or the keyboard would); True when the board changed."""
+        """Play one key (as a button or the keyboard would); True when the board changed.
+
+        A key outside the key map is not played: the board says which keys are, and the game goes on.
+        """
+        if self.game.state() == "ongoing" and self._direction_of(key) is None:
+            self.last_message = f"{key!r} is not a key here ({self._keys_hint()}): nothing played"
+            self._render()
+            return False
         self._replay = None  # a key by hand leaves the watched strategy's recorded path
         self._idle_moves = 0
         return self._play(key)
@@ -153,6 +185,20 @@ class BoardWidget(widgets.VBox):
         if seed is not None:
             self.seed_box.value = seed
         self.last_message = "new game" + (f" (seed {seed})" if seed is not None else "")
+        self._render()
+
+    def set_keymap(self, name: str) -> None:
+        """Answer in another key map of `helpers.game.KEYMAPS`; the buttons follow and the game goes on."""
+        if name not in KEYMAPS:
+            raise ValueError(f"unknown key map {name!r}; choose one of {', '.join(KEYMAPS)}")
+        if self.keymap_picker.value != name:
+            self.keymap_picker.value = name  # the picker's observer calls back here
+            return
+        self.game_config = replace(self.game_config, keymap=name)
+        self.game.keymap = dict(KEYMAPS[name])  # keys only name the directions: the position stands
+        self._replay = None  # recorded keys are in the old map; the sandbox plays again from here
+        self._label_keys()
+        self.last_message = f"key map {name}: {self._keys_hint()}"
         self._render()
 
     def watch(self, strategy: Strategy | str, name: str | None = None) -> None:
@@ -170,11 +216,9 @@ class BoardWidget(widgets.VBox):
         or, as in training, `SandboxConfig.stall_moves` moves in a row changed nothing.
         """
         if self.strategy is None:
-            self.last_message = "no strategy to watch: call watch(strategy) first"
-            self._render()
-            return False
+            return self._stop("no strategy to watch: call watch(strategy) first")
         if self.game.state() != "ongoing":
-            return False
+            return self._stop(f"the game is over ({self.game.state()}): press New game to play again")
         try:
             key = (
                 self._next_replayed_key()
@@ -187,7 +231,7 @@ class BoardWidget(widgets.VBox):
             return self._stop(f"the strategy raised {type(error).__name__}: {error}")
         if not isinstance(key, str):
             moved = self._reject(key, f"the strategy returned {key!r}, not a key: game over")
-        elif isinstance(self.strategy, str) and key.strip().lower() not in self.game.keymap:
+        elif isinstance(self.strategy, str) and self._direction_of(key) is None:
             moved = self._reject(key, self._sandbox_verdict())  # the sandbox's game ended on it too
         else:
             moved = self._play(key)
@@ -199,15 +243,32 @@ class BoardWidget(widgets.VBox):
             return False
         return True
 
+    def play_to_end(self) -> int:
+        """Play the watched strategy until it cannot go on, showing only the last position; returns the moves.
+
+        It pauses after `TO_THE_END_SECONDS` (a trusted strategy runs in the kernel); call it again to go on.
+        """
+        self.player.playing = False
+        moves = self.game.moves
+        deadline = time.monotonic() + TO_THE_END_SECONDS
+        with self._rendering_once():
+            while self.step():
+                if time.monotonic() > deadline:
+                    self.last_message = (
+                        f"paused after {TO_THE_END_SECONDS:g} s: press To the end again to go on"
+                    )
+                    break
+        return self.game.moves - moves
+
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _play(self, key: str) -> bool:
         """Play one key on the game and show it."""
         if self.game.state() != "ongoing":
-            self.last_message = f"the game is over ({self.game.state()}): start a new game"
+            self.last_message = f"the game is over ({self.game.state()}): press New game to play again"
             self._render()
             return False
-        direction = self.game.keymap.get(key.strip().lower()) if isinstance(key, str) else None
+        direction = self._direction_of(key)
         moved = self.game.do_action(key)
         if direction is None:
             self.last_message = f"{key!r} is not a key of this board: game over"
@@ -215,8 +276,28 @@ class BoardWidget(widgets.VBox):
             self.last_message = f"{key} {ARROWS[direction]} {direction}" + (
                 "" if moved else ": nothing moved"
             )
+            if self.game.state() != "ongoing":
+                self.last_message += f": game over, {self.game.state()} at move {self.game.moves}"
         self._render()
         return moved
+
+    def _direction_of(self, key: object) -> str | None:
+        """The direction a key stands for in the game's key map (stripped, any case), or None."""
+        return self.game.keymap.get(key.strip().lower()) if isinstance(key, str) else None
+
+    def _key_of(self, direction: str) -> str:
+        return next(key for key, named in self.game.keymap.items() if named == direction)
+
+    def _keys_hint(self) -> str:
+        return " ".join(f"{self._key_of(direction)} {ARROWS[direction]}" for direction in DIRECTIONS)
+
+    def _label_keys(self) -> None:
+        """Label the buttons and the Keys box with the active key map."""
+        for direction, button in self.buttons.items():
+            key = self._key_of(direction)
+            button.description = f"{key} {ARROWS[direction]}"
+            button.tooltip = f"{direction} (key {key!r})"
+        self.keys_box.placeholder = "type " + " ".join(self._key_of(d) for d in DIRECTIONS)
 
     def _next_replayed_key(self) -> str:
         """The sandboxed strategy's next key; the sandbox plays a copy from here when there is no replay."""
@@ -268,7 +349,19 @@ class BoardWidget(widgets.VBox):
         if change["new"] > change["old"]:
             self.step()
 
+    @contextmanager
+    def _rendering_once(self) -> Iterator[None]:
+        """Show nothing while the block plays, then the last position once (one message, not a thousand)."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+            self._render()
+
     def _render(self) -> None:
+        if self._quiet:
+            return
         game = self.game
         self.board_html.value = render_html(game.board())
         colour = {"ongoing": "#776e65", "success": "#2e7d32", "failed": "#c62828"}[game.state()]
@@ -284,6 +377,12 @@ class BoardWidget(widgets.VBox):
 
 class _ReplayOver(Exception):
     """The sandboxed strategy's recorded keys are used up: the sandbox ended its game here."""
+
+
+def _keys_text(name: str) -> str:
+    """The keys of a key map in up, down, left, right order ("é u a i")."""
+    key_of = {direction: key for key, direction in KEYMAPS[name].items()}
+    return " ".join(key_of[direction] for direction in DIRECTIONS)
 
 
 def _name_of(strategy: Strategy | str | None) -> str:

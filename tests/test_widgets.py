@@ -7,9 +7,10 @@ import itertools
 
 import pytest
 
-from helpers import sandbox
+from helpers import sandbox, widgets
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import GameBoard, render_html
+from helpers.evaluate import BASELINES
+from helpers.game import KEYMAPS, GameBoard, render_html
 from helpers.sandbox import execute_strategy
 from helpers.widgets import BoardWidget
 
@@ -60,21 +61,63 @@ def test_score_and_state_are_shown_after_moves():
     assert ">ongoing</b>" in board.status.value
 
 
-def test_a_key_outside_the_keymap_ends_the_game_as_failed():
+@pytest.mark.parametrize("key", ["x", "w", "ê", "é é", "1"])
+def test_a_key_outside_the_keymap_is_not_played_and_the_game_goes_on(key):
     board = BoardWidget(seed=0)
-    assert board.press("x") is False
+    before = board.game.board()
+    assert board.press(key) is False
+    assert (board.game.state(), board.game.moves, board.game.board()) == ("ongoing", 0, before)
+    assert f"{key!r} is not a key here (é ↑ u ↓ a ← i →): nothing played" in html.unescape(board.status.value)
+    assert ">ongoing</b>" in board.status.value
+
+
+def test_a_wrong_key_typed_between_right_ones_is_skipped():
+    board = BoardWidget(seed=4)
+    reference = _reference(4)
+    board.keys_box.value = "axu"
+    for key in "au":
+        reference.do_action(key)
+    assert board.game.board() == reference.board()
+    assert (board.game.moves, board.game.state()) == (2, "ongoing")
+    assert board.keys_box.value == ""
+
+
+def test_a_typed_wrong_key_says_which_keys_are():
+    board = BoardWidget(GameConfig(keymap="wasd"), seed=4)
+    board.keys_box.value = "é"
+    assert board.game.state() == "ongoing"
+    assert "'é' is not a key here (w ↑ s ↓ a ← d →)" in html.unescape(board.status.value)
+
+
+def test_a_strategy_answering_a_key_outside_the_keymap_still_fails_as_in_training():
+    board = BoardWidget(seed=0, strategy=lambda rows: "x")
+    board.player.playing = True
+    board.player.value += 1
+    assert (board.game.state(), board.player.playing) == ("failed", False)
+    assert "&#x27;x&#x27; is not a key of this board: game over" in board.status.value
+
+
+def _lost(board: BoardWidget) -> BoardWidget:
+    """The board with a lost game on it: no move changes [[2, 4], [4, 2]]."""
+    board.game = GameBoard.from_rows([[2, 4], [4, 2]])
     assert board.game.state() == "failed"
-    assert ">failed</b>" in board.status.value
-    assert "&#x27;x&#x27; is not a key" in board.status.value
+    return board
 
 
 def test_after_the_game_ends_presses_change_nothing():
-    board = BoardWidget(seed=0)
-    board.press("x")
+    board = _lost(BoardWidget(seed=0))
     before = board.game.board()
     assert board.buttons["left"].click() is None
     assert board.game.board() == before
-    assert "the game is over" in board.status.value
+    assert "the game is over (failed): press New game to play again" in board.status.value
+
+
+def test_the_last_move_of_a_game_says_the_game_is_over():
+    board = BoardWidget()
+    board.game = GameBoard.from_rows([[2, 2], [0, 0]], target=4)
+    assert board.press("a") is True
+    assert board.game.state() == "success"
+    assert "a ← left: game over, success at move 1" in board.status.value
 
 
 def test_typed_keys_are_played_one_by_one_and_the_box_empties():
@@ -194,6 +237,138 @@ def test_a_strategy_that_changes_nothing_is_stopped_as_stalled():
     assert ticks == stall_moves
     assert f"stalled: {stall_moves} moves in a row changed nothing" in board.status.value
     assert board.game.state() == "ongoing"
+
+
+def test_play_after_the_game_is_over_says_so_and_stops_the_player():
+    board = _lost(BoardWidget(strategy=lambda rows: "a"))
+    board.player.playing = True
+    board.player.value += 1
+    assert board.player.playing is False
+    assert board.game.moves == 0
+    assert "the game is over (failed): press New game to play again" in board.status.value
+
+
+def test_play_after_a_watched_game_ends_says_so():
+    keys = itertools.cycle("aéiu")
+    board = BoardWidget(GameConfig(size=4, target=32), seed=2, strategy=lambda rows: next(keys))
+    board.play_to_end()
+    assert board.game.state() in ("success", "failed")
+    board.player.playing = True
+    board.player.value += 1
+    assert board.player.playing is False
+    assert f"the game is over ({board.game.state()})" in board.status.value
+
+
+@pytest.mark.parametrize("keymap", ["bepo", "wasd"])
+def test_the_key_map_picker_offers_every_key_map_and_starts_on_the_configured_one(keymap):
+    board = BoardWidget(GameConfig(keymap=keymap))
+    assert [value for _label, value in board.keymap_picker.options] == list(KEYMAPS)
+    assert dict(board.keymap_picker.options)["bepo (é u a i)"] == "bepo"
+    assert board.keymap_picker.value == keymap
+
+
+def test_picking_a_key_map_relabels_the_board_and_the_game_goes_on():
+    board = BoardWidget(seed=5)
+    board.press("a")
+    before = (board.game.board(), board.game.score(), board.game.moves)
+    board.keymap_picker.value = "wasd"
+    assert (board.game.board(), board.game.score(), board.game.moves) == before
+    assert [button.description for button in board.buttons.values()] == ["w ↑", "s ↓", "a ←", "d →"]
+    assert board.keys_box.placeholder == "type w s a d"
+    assert board.game_config.keymap == "wasd"
+    assert "key map wasd: w ↑ s ↓ a ← d →" in board.status.value
+
+
+def test_after_a_key_map_change_the_new_keys_and_buttons_play_and_the_old_ones_do_not():
+    board = BoardWidget(seed=5)
+    reference = _reference(5)
+    board.set_keymap("wasd")
+    assert board.keymap_picker.value == "wasd"
+    assert board.press("é") is False  # up in bepo: not a key any more
+    board.keys_box.value = "s"
+    board.buttons["right"].click()
+    for key in "ui":  # the same directions in bepo
+        reference.do_action(key)
+    assert board.game.board() == reference.board()
+    assert board.game.moves == 2
+
+
+def test_generated_code_is_judged_again_in_the_new_key_map():
+    board = BoardWidget(seed=1)
+    board.watch("def strategy(board):\n    return 'u'")  # down in bepo, no key in wasd
+    assert board.step() is True
+    board.set_keymap("wasd")
+    assert board.step() is False
+    assert (board.game.state(), board.game.moves) == ("failed", 2)
+    assert "the sandbox ended the game: failed (invalid key 'u')" in html.unescape(board.status.value)
+
+
+def test_a_new_game_keeps_the_picked_key_map():
+    board = BoardWidget(seed=0)
+    board.set_keymap("wasd")
+    board.new_game_button.click()
+    assert board.game.keymap == KEYMAPS["wasd"]
+
+
+def test_an_unknown_key_map_is_refused():
+    board = BoardWidget()
+    with pytest.raises(ValueError, match="unknown key map 'azerty'; choose one of bepo, wasd"):
+        board.set_keymap("azerty")
+    assert board.game.keymap == KEYMAPS["bepo"]
+
+
+def _renders(board: BoardWidget) -> list[str]:
+    shown: list[str] = []
+    board.board_html.observe(lambda change: shown.append(change["new"]), names="value")
+    return shown
+
+
+def test_to_the_end_plays_the_whole_game_and_shows_only_the_last_position():
+    stepped = BoardWidget(seed=1, strategy=BASELINES["greedy"](KEYMAPS["bepo"]))
+    while stepped.step():
+        pass
+    board = BoardWidget(seed=1, strategy=BASELINES["greedy"](KEYMAPS["bepo"]))
+    board.player.playing = True
+    shown = _renders(board)
+    board.to_the_end_button.click()
+    assert board.game.moves > 1000  # a 6x6 game: minutes at the default speed
+    assert board.game.state() == stepped.game.state() != "ongoing"
+    assert board.game.board() == stepped.game.board()
+    assert board.player.playing is False
+    assert len(shown) <= 1  # one message to the browser, not one per move
+    assert board.board_html.value == render_html(board.game.board())
+    assert f"moves <b>{board.game.moves}</b>" in board.status.value
+
+
+def test_to_the_end_returns_the_moves_it_played_and_then_says_the_game_is_over():
+    board = BoardWidget(GameConfig(size=4, target=64), seed=3, strategy=BASELINES["greedy"](KEYMAPS["bepo"]))
+    board.step()
+    assert board.play_to_end() == board.game.moves - 1
+    assert board.play_to_end() == 0
+    assert f"the game is over ({board.game.state()})" in board.status.value
+
+
+def test_to_the_end_replays_the_game_the_sandbox_judged():
+    board = BoardWidget(seed=6)
+    judged = board.game.copy()
+    result = execute_strategy(RANDOM_SOURCE, judged)
+    board.watch(RANDOM_SOURCE)
+    board.play_to_end()
+    assert (board.game.state(), board.game.board()) == (result.state, judged.board())
+
+
+def test_to_the_end_pauses_at_its_time_limit(monkeypatch):
+    monkeypatch.setattr(widgets, "TO_THE_END_SECONDS", 0.0)
+    board = BoardWidget(seed=1, strategy=BASELINES["greedy"](KEYMAPS["bepo"]))
+    assert board.play_to_end() == 1
+    assert board.game.state() == "ongoing"
+    assert "paused after 0 s: press To the end again to go on" in board.status.value
+
+
+def test_to_the_end_without_a_strategy_says_what_to_do():
+    board = BoardWidget(seed=1)
+    assert board.play_to_end() == 0
+    assert "call watch(strategy) first" in board.status.value
 
 
 def test_the_speed_slider_sets_the_player_interval():
