@@ -27,7 +27,8 @@ position. A strategy answers in the key map it was written for: change the map a
 Everything a person can do is also a method, so tests drive the board from Python:
 `board.press("a")`, `board.buttons["left"].click()`, `board.new_game(seed=3)`, `board.step()`,
 `board.set_keymap("wasd")`, `board.play_to_end()`. Displaying the board again (`display(board)`)
-shows another view of the same board, so a watch cell can show the board it drives right below it.
+shows another view of the same board with a player of its own, so a watch cell can show the board it
+drives right below it.
 """
 
 from __future__ import annotations
@@ -126,11 +127,11 @@ class BoardWidget(widgets.VBox):
         self.new_game_button = widgets.Button(description="New game", icon="refresh")
         self.new_game_button.on_click(lambda _button: self.new_game(self.seed_box.value))
 
-        self.player = widgets.Play(value=0, min=0, max=100_000, step=1, show_repeat=False)
         self.speed = widgets.IntSlider(value=speed, min=1, max=MAX_SPEED, description="Moves/s")
-        self.player.interval = 1000 // speed
         self.speed.observe(self._on_speed, names="value")
-        self.player.observe(self._on_tick, names="value")
+        self.player = self._new_player()
+        self._players = [self.player]
+        self._displayed = False
         self.to_the_end_button = widgets.Button(
             description="To the end",
             icon="fast-forward",
@@ -139,25 +140,15 @@ class BoardWidget(widgets.VBox):
         self.to_the_end_button.on_click(lambda _button: self.play_to_end())
         self.strategy_label = widgets.HTML()
 
-        super().__init__(
+        self._controls = widgets.HBox(
             [
-                self.board_html,
-                self.status,
-                widgets.HBox(
-                    [
-                        pad,
-                        widgets.VBox(
-                            [
-                                self.keys_box,
-                                self.keymap_picker,
-                                widgets.HBox([self.seed_box, self.new_game_button]),
-                            ]
-                        ),
-                    ]
+                pad,
+                widgets.VBox(
+                    [self.keys_box, self.keymap_picker, widgets.HBox([self.seed_box, self.new_game_button])]
                 ),
-                widgets.HBox([self.player, self.speed, self.to_the_end_button, self.strategy_label]),
             ]
         )
+        super().__init__(self._rows(self.player))
         self._label_keys()
         self._render()
 
@@ -178,7 +169,7 @@ class BoardWidget(widgets.VBox):
 
     def new_game(self, seed: int | None = None) -> None:
         """Start a new game (seeded, so the same seed gives the same game); stops the player."""
-        self.player.playing = False
+        self._pause()
         self.game = self._new_game(seed)
         self._idle_moves = 0
         self._replay = None
@@ -239,7 +230,7 @@ class BoardWidget(widgets.VBox):
         if self._idle_moves >= self.sandbox_config.stall_moves and self.game.state() == "ongoing":
             return self._stop(f"stalled: {self._idle_moves} moves in a row changed nothing")
         if self.game.state() != "ongoing":
-            self.player.playing = False
+            self._pause()
             return False
         return True
 
@@ -248,7 +239,7 @@ class BoardWidget(widgets.VBox):
 
         It pauses after `TO_THE_END_SECONDS` (a trusted strategy runs in the kernel); call it again to go on.
         """
-        self.player.playing = False
+        self._pause()
         moves = self.game.moves
         deadline = time.monotonic() + TO_THE_END_SECONDS
         with self._rendering_once():
@@ -260,7 +251,41 @@ class BoardWidget(widgets.VBox):
                     break
         return self.game.moves - moves
 
+    def _repr_mimebundle_(self, **kwargs: object) -> dict:
+        """The first display shows the board; each later one a view of it with a player of its own.
+
+        A `Play` widget cannot be shown twice: each of its views answers a change of `playing`, and
+        the second view pauses what the first started (ipywidgets 8), so ▶ would do nothing.
+        """
+        if not self._displayed:
+            self._displayed = True
+            return super()._repr_mimebundle_(**kwargs)
+        player = self._new_player()
+        self._players.append(player)
+        return widgets.VBox(self._rows(player))._repr_mimebundle_(**kwargs)
+
     # --- plumbing ---------------------------------------------------------------------------------
+
+    def _new_player(self) -> widgets.Play:
+        """A player whose every tick is one move of the watched strategy."""
+        player = widgets.Play(
+            value=0, min=0, max=100_000, step=1, interval=1000 // self.speed.value, show_repeat=False
+        )
+        player.observe(self._on_tick, names="value")
+        return player
+
+    def _rows(self, player: widgets.Play) -> list[widgets.Widget]:
+        """The board, its status, the controls, and a player's row: what one view of the board shows."""
+        return [
+            self.board_html,
+            self.status,
+            self._controls,
+            widgets.HBox([player, self.speed, self.to_the_end_button, self.strategy_label]),
+        ]
+
+    def _pause(self) -> None:
+        for player in self._players:
+            player.playing = False
 
     def _play(self, key: str) -> bool:
         """Play one key on the game and show it."""
@@ -321,7 +346,7 @@ class BoardWidget(widgets.VBox):
     def _stop(self, message: str) -> bool:
         """Show why watching stopped and stop the player; returns False (no move)."""
         self.last_message = message
-        self.player.playing = False
+        self._pause()
         self._render()
         return False
 
@@ -343,7 +368,8 @@ class BoardWidget(widgets.VBox):
         self.keys_box.value = ""
 
     def _on_speed(self, change: dict) -> None:
-        self.player.interval = 1000 // change["new"]
+        for player in self._players:
+            player.interval = 1000 // change["new"]
 
     def _on_tick(self, change: dict) -> None:
         if change["new"] > change["old"]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import itertools
 
+import ipywidgets
 import pytest
+from ipywidgets.widgets.widget import _instances
 
 from helpers import sandbox, widgets
 from helpers.config import GameConfig, SandboxConfig
@@ -369,6 +371,29 @@ def test_to_the_end_without_a_strategy_says_what_to_do():
     board = BoardWidget(seed=1)
     assert board.play_to_end() == 0
     assert "call watch(strategy) first" in board.status.value
+
+
+def _shown(board: BoardWidget) -> ipywidgets.Widget:
+    """Display the board as Jupyter would, and return the widget the output shows."""
+    bundle = board._repr_mimebundle_()
+    return _instances[bundle["application/vnd.jupyter.widget-view+json"]["model_id"]]
+
+
+def test_each_later_display_of_the_board_has_a_player_of_its_own():
+    # ipywidgets' Play shown twice does nothing on ▶: its second view pauses what the first starts
+    board = BoardWidget(seed=1, strategy=BASELINES["greedy"](KEYMAPS["bepo"]))
+    assert _shown(board) is board
+    view = _shown(board)
+    player = view.children[-1].children[0]
+    assert isinstance(player, ipywidgets.Play) and player is not board.player
+    assert view.children[:3] == board.children[:3]  # the same board, status and controls
+    player.value += 1
+    assert board.game.moves == 1
+    board.speed.value = 20
+    assert player.interval == 50
+    player.playing = True
+    board.new_game(seed=2)
+    assert player.playing is False
 
 
 def test_the_speed_slider_sets_the_player_interval():
