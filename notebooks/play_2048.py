@@ -21,12 +21,14 @@
 # play it move by move.
 #
 # - **Buttons** are labelled with the active keys: the original layout is `é` up, `u` down, `a` left,
-#   `i` right (`keymap="wasd"` gives w/s/a/d).
-# - **Keyboard**: click the *Keys* box and type keys; each character is one move (ipywidgets has no
-#   key-press events, so arrow keys would need the `ipyevents` package).
+#   `i` right. The **Key map** picker switches to w/s/a/d (or back) without ending the game.
+# - **Keyboard**: click the *Keys* box and type keys; each character is one move. A character that is
+#   not a key is not played: the board says which keys are (ipywidgets has no key-press events, so
+#   arrow keys would need the `ipyevents` package).
 # - **New game** starts the game of the given seed: the same seed always deals the same tiles.
 # - **Watch**: the player (▶) makes the chosen strategy play one move per tick; the slider sets the
-#   moves per second, ❚❚ pauses, ■ stops. The kernel stays free while it plays.
+#   moves per second, ❚❚ pauses, ■ stops. The kernel stays free while it plays. **To the end** plays
+#   the rest of the game at once: a 6x6 game lasts over a thousand moves, minutes at 5 moves a second.
 
 # %% [markdown]
 # The game settings come from the project's configuration, so this is the board the model plays.
@@ -37,7 +39,7 @@ from IPython.display import display
 from helpers.config import GameConfig
 from helpers.widgets import BoardWidget
 
-game_config = GameConfig()  # try GameConfig(size=4, target=256, keymap="wasd")
+game_config = GameConfig()  # try GameConfig(size=4, target=256)
 print(game_config)
 
 # %% [markdown]
@@ -55,14 +57,23 @@ key_of = {direction: key for key, direction in board.game.keymap.items()}
 board.press(key_of["left"]), board.press(key_of["down"]), board.game.score(), board.game.state()
 
 # %% [markdown]
+# A key that is not in the key map is not played, and the game goes on (only a strategy's answer ends
+# the game, as in training).
+
+# %%
+board.press("x"), board.game.state(), board.last_message
+
+# %% [markdown]
 # ## Watch a strategy play
-# The greedy baseline picks the move that merges the most points now; press ▶ on the board to watch it.
+# The greedy baseline picks the move that merges the most points now. The board shows again right
+# here, so its ▶ is at hand: both views are the same board.
 
 # %%
 from helpers.evaluate import BASELINES
 
 board.new_game(seed=1)
 board.watch(BASELINES["greedy"](board.game.keymap, 1), name="greedy (one move ahead)")
+display(board)
 
 # %% [markdown]
 # Without a browser to press ▶, a few steps from code show the same thing.
@@ -71,6 +82,13 @@ board.watch(BASELINES["greedy"](board.game.keymap, 1), name="greedy (one move ah
 for _ in range(10):
     board.step()
 board.game.moves, board.game.score(), board.last_message
+
+# %% [markdown]
+# *To the end* plays the rest of the game at once and shows the last position; it returns the moves
+# it played.
+
+# %%
+board.play_to_end(), board.game.state(), board.game.score(), board.last_message
 
 # %% [markdown]
 # ## Watch generated code
@@ -88,6 +106,12 @@ def strategy(board):
 """
 board.new_game(seed=2)
 board.watch(generated, name="generated: mostly down")
+display(board)
+
+# %% [markdown]
+# Ten of its moves from code; ▶ on the board above plays the rest.
+
+# %%
 for _ in range(10):
     board.step()
 board.game.moves, board.game.score(), board.last_message

@@ -1,10 +1,13 @@
-"""What a person sees: JupyterLab in a real Chromium runs `play_2048.ipynb`, and a click moves the board.
+"""What a person sees: JupyterLab in a real Chromium runs `play_2048.ipynb`, and the board answers.
 
 The test starts JupyterLab headless on 127.0.0.1 with a token, in a temporary folder holding a copy of
 the notebook (so nothing is ever saved into the repository), drives Debian's `/usr/bin/chromium` with
-Playwright (its own browser download is not used), runs all cells, reads the board from the page,
-clicks a button whose move changes it, types a key into the *Keys* box, checks both moves against
-the game's own slide rule, then presses ▶ and waits for the watched strategy to play on its own.
+Playwright (its own browser download is not used) and runs all cells. Then, as a person would, it
+clicks a button whose move changes the board, types a key that is not in the key map (nothing is
+played, the game goes on) and one that is, checking the moves against the game's own slide rule;
+checks that each watch cell shows the board it drives; presses ▶ there and waits for the watched
+strategy to play on its own; presses *To the end* and waits for the game to end; presses ▶ again and
+reads why nothing moves; starts a new game, picks the wasd key map and plays a w/s/a/d key.
 The screenshot goes to `outputs/browser/play_2048.png`.
 
 Needs Debian's `chromium` (installed by this test's set-up with apt-get when it runs as root, as in CI)
@@ -83,16 +86,21 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
-    # The notebook names the kernel `gpt-oss-2048` (registered by setup.sh); point that name at this
-    # interpreter so the test never depends on, or touches, the user's Jupyter folders.
-    kernel_dir = tmp_path / "jupyter-path" / "kernels" / "gpt-oss-2048"
+    # The notebook names the kernel setup.sh registers; point that name at this interpreter so the
+    # test never depends on, or touches, the user's Jupyter folders.
+    kernelspec = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+    kernel_dir = tmp_path / "jupyter-path" / "kernels" / kernelspec["name"]
     kernel_dir.mkdir(parents=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "gpt-oss-2048 (test)",
+        "display_name": kernelspec["display_name"],
         "language": "python",
     }
     (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    # Every cell in the page, not only those scrolled into view: the test reads outputs far down.
+    tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     env = {
         **os.environ,
         "JUPYTER_PATH": str(tmp_path / "jupyter-path"),
@@ -156,9 +164,9 @@ NOTEBOOK_IDLE = """() => {
 }"""
 
 
-def _read_board(page) -> list[list[int]]:
-    """The board's rows as numbers, read from the widget's HTML table."""
-    rows = page.locator(".widget-html-content table tr")
+def _read_board(view) -> list[list[int]]:
+    """The board's rows as numbers, read from the HTML table of one view of the widget."""
+    rows = view.locator(".widget-html-content table tr")
     board = []
     for i in range(rows.count()):
         cells = rows.nth(i).locator("td").all_inner_texts()
@@ -178,6 +186,11 @@ def _wait_for_moves(page, count: int) -> None:
         arg=count,
         polling=100,
     )
+
+
+def _wait_for_text(view, text: str) -> None:
+    """Wait until a view of the board shows `text` (a status message, a button's label)."""
+    view.get_by_text(text).first.wait_for()
 
 
 def _changing_direction(board: list[list[int]]) -> str:
@@ -200,7 +213,20 @@ def _assert_moved(before: list[list[int]], after: list[list[int]], direction: st
     assert len(differences) == 1 and differences[0][0] == 0 and differences[0][1] in (2, 4), (before, after)
 
 
-def test_a_click_a_typed_key_and_play_move_the_board_in_chromium(jupyterlab: str) -> None:
+def _run_all(page, url: str) -> None:
+    """Open the notebook, run every cell and wait until the kernel is idle with all cells run."""
+    page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.isReady"
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_selector(".widget-html-content table")
+    page.wait_for_function(NOTEBOOK_IDLE, polling=250)
+
+
+def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str) -> None:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # a missing driver is a broken set-up, not a reason to skip
@@ -213,40 +239,68 @@ def test_a_click_a_typed_key_and_play_move_the_board_in_chromium(jupyterlab: str
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.set_default_timeout(90_000)
-            page.goto(f"{jupyterlab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
-            page.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                " && window.jupyterapp.shell.currentWidget.sessionContext"
-                " && window.jupyterapp.shell.currentWidget.sessionContext.isReady"
-            )
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_selector(".widget-html-content table")
-            page.wait_for_function(NOTEBOOK_IDLE, polling=250)
+            _run_all(page, jupyterlab)
 
-            board = _read_board(page)
+            # One view of the board where it is made, and one in each watch cell, right below it.
+            views = page.locator(".jp-OutputArea-output", has=page.locator(".widget-html-content table"))
+            assert views.count() == 3
+            for call in ("board.watch(BASELINES", "board.watch(generated"):
+                cell = page.locator(".jp-CodeCell", has_text=call)
+                assert cell.locator(".widget-html-content table").count() == 1, call
+            hand, watched = views.first, views.last
+
+            board = _read_board(hand)
             assert len(board) == 6 and all(len(row) == 6 for row in board)
             moves = _moves(page)
             keys = {d: k for k, d in KEYMAPS[GameConfig().keymap].items()}
 
             direction = _changing_direction(board)
-            page.locator("button.widget-button", has_text=f"{keys[direction]} {ARROWS[direction]}").click()
+            hand.locator("button.widget-button", has_text=f"{keys[direction]} {ARROWS[direction]}").click()
             _wait_for_moves(page, moves + 1)
-            clicked = _read_board(page)
+            clicked = _read_board(hand)
             _assert_moved(board, clicked, direction)
 
+            # A key that is not in the key map is not played, and the game goes on.
+            hand.get_by_role("textbox", name="Keys").type("x")
+            _wait_for_text(hand, "'x' is not a key here")
+            assert _read_board(hand) == clicked and _moves(page) == moves + 1
+            assert "ongoing" in hand.locator(".widget-html-content", has_text="moves").inner_text()
+
             typed_direction = _changing_direction(clicked)
-            page.locator(".widget-text input").first.type(keys[typed_direction])
+            hand.get_by_role("textbox", name="Keys").type(keys[typed_direction])
             _wait_for_moves(page, moves + 2)
-            _assert_moved(clicked, _read_board(page), typed_direction)
+            _assert_moved(clicked, _read_board(hand), typed_direction)
+            assert _read_board(watched) == _read_board(hand)  # two views, one board
 
             # ▶ makes the watched strategy play: the browser's timer ticks, the kernel moves.
-            page.locator(".widget-play button").first.click()
+            watched.locator(".widget-play button").first.click()
             _wait_for_moves(page, moves + 2 + 5)
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.locator(".jp-OutputArea-output", has=page.locator(".widget-html-content table")).screenshot(
-                path=str(SCREENSHOT)
+            # To the end finishes the game at once; ▶ then says why nothing moves.
+            watched.locator("button.widget-button", has_text="To the end").click()
+            _wait_for_text(watched, "game over")
+            status = watched.locator(".widget-html-content", has_text="moves").inner_text()
+            assert "state success" in status or "state failed" in status, status
+            watched.locator(".widget-play button").first.click()
+            _wait_for_text(watched, "press New game to play again")
+
+            # A new game, then the wasd key map: the buttons are relabelled and w/s/a/d keys play.
+            watched.locator("button.widget-button", has_text="New game").click()
+            _wait_for_text(watched, "new game (seed 2)")
+            wasd = {d: k for k, d in KEYMAPS["wasd"].items()}
+            watched.locator("select").select_option(label=f"wasd ({' '.join(wasd[d] for d in DIRECTIONS)})")
+            _wait_for_text(watched, "key map wasd")
+            assert (
+                watched.locator("button.widget-button", has_text=f"{wasd['up']} {ARROWS['up']}").count() == 1
             )
+            fresh = _read_board(watched)
+            wasd_direction = _changing_direction(fresh)
+            watched.get_by_role("textbox", name="Keys").type(wasd[wasd_direction])
+            _wait_for_moves(page, 1)
+            _assert_moved(fresh, _read_board(watched), wasd_direction)
+
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            watched.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 5_000
         finally:
             browser.close()
