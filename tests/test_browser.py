@@ -7,8 +7,8 @@ clicks a button whose move changes the board, types a key that is not in the key
 played, the game goes on) and one that is, checking the moves against the game's own slide rule;
 checks that each watch cell shows the board it drives; presses ▶ there and waits for the watched
 strategy to play on its own; presses *To the end* and waits for the game to end; presses ▶ again and
-reads why nothing moves; starts a new game, picks the wasd key map and plays a w/s/a/d key.
-The screenshot goes to `outputs/browser/play_2048.png`.
+reads why nothing moves; starts a new game, picks the wasd key map and plays a w/s/a/d key; saves, and
+finds the `.py` mirror unchanged. The screenshot goes to `outputs/browser/play_2048.png`.
 
 Needs Debian's `chromium` (installed by this test's set-up with apt-get when it runs as root, as in CI)
 and the `playwright` package from the dev extras (no `playwright install`).
@@ -34,6 +34,7 @@ from helpers.game import DIRECTIONS, KEYMAPS, slide
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "play_2048.ipynb"
+MIRROR = NOTEBOOK.with_suffix(".py")
 SCREENSHOT = ROOT / "outputs" / "browser" / "play_2048.png"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -82,10 +83,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def jupyterlab(tmp_path: Path) -> Iterator[str]:
-    """A headless JupyterLab serving a copy of play_2048.ipynb; yields its base URL."""
+    """A headless JupyterLab serving a copy of play_2048.ipynb and its mirror in tmp_path/work; yields its URL."""
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    shutil.copy(MIRROR, work / MIRROR.name)
     # The notebook names the kernel setup.sh registers; point that name at this interpreter so the
     # test never depends on, or touches, the user's Jupyter folders.
     kernelspec = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
@@ -226,7 +228,7 @@ def _run_all(page, url: str) -> None:
     page.wait_for_function(NOTEBOOK_IDLE, polling=250)
 
 
-def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str) -> None:
+def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # a missing driver is a broken set-up, not a reason to skip
@@ -302,5 +304,12 @@ def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str) -> None:
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             watched.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 5_000
+
+            # Saving, as autosave would, leaves the committed .py mirror as it is.
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+            assert (tmp_path / "work" / MIRROR.name).read_text(encoding="utf-8") == MIRROR.read_text(
+                encoding="utf-8"
+            )
         finally:
             browser.close()
