@@ -43,7 +43,15 @@ from dataclasses import replace
 import ipywidgets as widgets
 
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import DIRECTIONS, KEYMAPS, GameBoard, from_config, render_html
+from helpers.game import (
+    DIRECTIONS,
+    KEYMAPS,
+    GameBoard,
+    from_config,
+    keys_by_direction,
+    play_keys,
+    render_html,
+)
 from helpers.sandbox import GameResult, execute_strategy
 
 Strategy = Callable[[list[list[int]]], object]
@@ -66,6 +74,8 @@ class BoardWidget(widgets.VBox):
         >>> board = BoardWidget(size=4, seed=1)
         >>> board.press("a")  # left in the default (bepo) key map
         True
+        >>> board.press("x"), board.game.state()  # not a key: nothing is played, the game goes on
+        (False, 'ongoing')
     """
 
     def __init__(
@@ -80,9 +90,12 @@ class BoardWidget(widgets.VBox):
         speed: int = 5,
         sandbox_config: SandboxConfig | None = None,
     ) -> None:
-        overrides = {"size": size, "target": target, "keymap": keymap}
+        config = game_config or GameConfig()
         self.game_config = replace(
-            game_config or GameConfig(), **{name: value for name, value in overrides.items() if value}
+            config,
+            size=size or config.size,
+            target=target or config.target,
+            keymap=keymap or config.keymap,
         )
         self.sandbox_config = sandbox_config or SandboxConfig()
         self.game = self._new_game(seed)
@@ -101,7 +114,7 @@ class BoardWidget(widgets.VBox):
             for direction in DIRECTIONS
         }
         for direction, button in self.buttons.items():
-            button.on_click(lambda _button, direction=direction: self.press(self._key_of(direction)))
+            button.on_click(lambda _button, direction=direction: self.press(self.game.key_for(direction)))
         pad = widgets.GridBox(
             list(self.buttons.values()),
             layout=widgets.Layout(
@@ -212,7 +225,7 @@ class BoardWidget(widgets.VBox):
             return self._stop(f"the game is over ({self.game.state()}): press New game to play again")
         try:
             key = (
-                self._next_replayed_key()
+                self._next_replayed_key(self.strategy)
                 if isinstance(self.strategy, str)
                 else self.strategy(self.game.board())
             )
@@ -220,19 +233,15 @@ class BoardWidget(widgets.VBox):
             return self._stop(str(over))
         except Exception as error:  # a strategy's failure is shown, never raised into the UI loop
             return self._stop(f"the strategy raised {type(error).__name__}: {error}")
-        if not isinstance(key, str):
-            moved = self._reject(key, f"the strategy returned {key!r}, not a key: game over")
-        elif isinstance(self.strategy, str) and self._direction_of(key) is None:
-            moved = self._reject(key, self._sandbox_verdict())  # the sandbox's game ended on it too
-        else:
-            moved = self._play(key)
-        self._idle_moves = 0 if moved else self._idle_moves + 1
-        if self._idle_moves >= self.sandbox_config.stall_moves and self.game.state() == "ongoing":
+        # one key through the project's game loop, allowed the no-op moves left before the stall rule
+        left = max(1, self.sandbox_config.stall_moves - self._idle_moves)
+        end = play_keys(self.game, [key], left, on_move=self._after_strategy_move)
+        if end == "stalled":
             return self._stop(f"stalled: {self._idle_moves} moves in a row changed nothing")
-        if self.game.state() != "ongoing":
+        if end == "over":
             self._pause()
-            return False
-        return True
+        self._render()
+        return end == "exhausted"
 
     def play_to_end(self) -> int:
         """Play the watched strategy until it cannot go on, showing only the last position; returns the moves.
@@ -288,48 +297,54 @@ class BoardWidget(widgets.VBox):
             player.playing = False
 
     def _play(self, key: str) -> bool:
-        """Play one key on the game and show it."""
+        """Play a person's key (one of the key map's) on the game and show it."""
         if self.game.state() != "ongoing":
             self.last_message = f"the game is over ({self.game.state()}): press New game to play again"
             self._render()
             return False
-        direction = self._direction_of(key)
         moved = self.game.do_action(key)
-        if direction is None:
-            self.last_message = f"{key!r} is not a key of this board: game over"
-        else:
-            self.last_message = f"{key} {ARROWS[direction]} {direction}" + (
-                "" if moved else ": nothing moved"
-            )
-            if self.game.state() != "ongoing":
-                self.last_message += f": game over, {self.game.state()} at move {self.game.moves}"
+        self.last_message = self._describe(key, moved)
         self._render()
         return moved
+
+    def _after_strategy_move(self, key: object, moved: bool) -> None:
+        """Count the watched strategy's moves that changed nothing, and say what its key did."""
+        self._idle_moves = 0 if moved else self._idle_moves + 1
+        self.last_message = self._describe(key, moved)
+
+    def _describe(self, key: object, moved: bool) -> str:
+        """What a key just did, for the status line (a strategy's answer may be no key at all)."""
+        direction = self._direction_of(key)
+        if direction is None:
+            if isinstance(self.strategy, str):
+                return self._sandbox_verdict()  # the sandbox's game ended on this key too
+            if isinstance(key, str):
+                return f"{key!r} is not a key of this board: game over"
+            return f"the strategy returned {key!r}, not a key: game over"
+        message = f"{key} {ARROWS[direction]} {direction}" + ("" if moved else ": nothing moved")
+        if self.game.state() != "ongoing":
+            message += f": game over, {self.game.state()} at move {self.game.moves}"
+        return message
 
     def _direction_of(self, key: object) -> str | None:
         """The direction a key stands for in the game's key map (stripped, any case), or None."""
         return self.game.keymap.get(key.strip().lower()) if isinstance(key, str) else None
 
-    def _key_of(self, direction: str) -> str:
-        return next(key for key, named in self.game.keymap.items() if named == direction)
-
     def _keys_hint(self) -> str:
-        return " ".join(f"{self._key_of(direction)} {ARROWS[direction]}" for direction in DIRECTIONS)
+        return " ".join(f"{self.game.key_for(direction)} {ARROWS[direction]}" for direction in DIRECTIONS)
 
     def _label_keys(self) -> None:
         """Label the buttons and the Keys box with the active key map."""
         for direction, button in self.buttons.items():
-            key = self._key_of(direction)
+            key = self.game.key_for(direction)
             button.description = f"{key} {ARROWS[direction]}"
             button.tooltip = f"{direction} (key {key!r})"
-        self.keys_box.placeholder = "type " + " ".join(self._key_of(d) for d in DIRECTIONS)
+        self.keys_box.placeholder = "type " + " ".join(map(self.game.key_for, DIRECTIONS))
 
-    def _next_replayed_key(self) -> str:
+    def _next_replayed_key(self, source: str) -> str:
         """The sandboxed strategy's next key; the sandbox plays a copy from here when there is no replay."""
         if self._replay is None:
-            self._replay_result = execute_strategy(
-                self.strategy, self.game.copy(), config=self.sandbox_config
-            )
+            self._replay_result = execute_strategy(source, self.game.copy(), config=self.sandbox_config)
             self._replay = deque(self._replay_result.keys)
         if not self._replay:
             raise _ReplayOver(self._sandbox_verdict())
@@ -338,6 +353,7 @@ class BoardWidget(widgets.VBox):
     def _sandbox_verdict(self) -> str:
         """How the sandbox ended the game it played, to show where its keys run out."""
         result = self._replay_result
+        assert result is not None, "the sandbox plays before its keys are replayed"
         ended = f"ended the game: {result.state}" + (f" ({result.error})" if result.error else "")
         if result.steps and not result.keys:
             return f"the sandbox played {result.steps} keys, too many to replay, and {ended}"
@@ -352,11 +368,6 @@ class BoardWidget(widgets.VBox):
 
     def _new_game(self, seed: int | None) -> GameBoard:
         return from_config(self.game_config, seed=seed)
-
-    def _reject(self, key: object, message: str) -> bool:
-        """Play an answer that is no key of the board (the game ends as failed, as in training)."""
-        self.game.do_action(key)
-        return self._stop(message)
 
     def _on_keys_typed(self, change: dict) -> None:
         typed = change["new"]
@@ -407,7 +418,7 @@ class _ReplayOver(Exception):
 
 def _keys_text(name: str) -> str:
     """The keys of a key map in up, down, left, right order ("é u a i")."""
-    key_of = {direction: key for key, direction in KEYMAPS[name].items()}
+    key_of = keys_by_direction(name)
     return " ".join(key_of[direction] for direction in DIRECTIONS)
 
 

@@ -53,8 +53,7 @@ display(board)
 # Everything a button does is a method too, so the board above also moves from code (left, then down).
 
 # %%
-key_of = {direction: key for key, direction in board.game.keymap.items()}
-board.press(key_of["left"]), board.press(key_of["down"]), board.game.score(), board.game.state()
+board.press(board.game.key_for("left")), board.press(board.game.key_for("down")), board.game.score()
 
 # %% [markdown]
 # A key that is not in the key map is not played, and the game goes on (only a strategy's answer ends

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import GameConfig
-from helpers.game import DIRECTIONS, KEYMAPS, slide
+from helpers.game import DIRECTIONS, keys_by_direction, slide
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "play_2048.ipynb"
@@ -254,7 +254,7 @@ def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str, tmp_path: Path) -
             board = _read_board(hand)
             assert len(board) == 6 and all(len(row) == 6 for row in board)
             moves = _moves(page)
-            keys = {d: k for k, d in KEYMAPS[GameConfig().keymap].items()}
+            keys = keys_by_direction(GameConfig().keymap)
 
             direction = _changing_direction(board)
             hand.locator("button.widget-button", has_text=f"{keys[direction]} {ARROWS[direction]}").click()
@@ -289,7 +289,7 @@ def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str, tmp_path: Path) -
             # A new game, then the wasd key map: the buttons are relabelled and w/s/a/d keys play.
             watched.locator("button.widget-button", has_text="New game").click()
             _wait_for_text(watched, "new game (seed 2)")
-            wasd = {d: k for k, d in KEYMAPS["wasd"].items()}
+            wasd = keys_by_direction("wasd")
             watched.locator("select").select_option(label=f"wasd ({' '.join(wasd[d] for d in DIRECTIONS)})")
             _wait_for_text(watched, "key map wasd")
             assert (

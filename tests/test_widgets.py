@@ -44,7 +44,7 @@ def test_the_board_follows_the_game_config():
 def test_a_click_plays_its_direction(direction):
     board = BoardWidget(seed=5)
     reference = _reference(5)
-    key = {d: k for k, d in reference.keymap.items()}[direction]
+    key = reference.key_for(direction)
     board.buttons[direction].click()
     reference.do_action(key)
     assert board.game.board() == reference.board()
