@@ -384,7 +384,7 @@ def cmd_play(args: argparse.Namespace) -> int:
             if key in QUIT_KEYS:
                 break
             key = key_of.get(ARROW_KEYS.get(key, ""), key)
-            if key.lower() not in game.keymap:
+            if game.direction_of(key) is None:
                 _show(game, f"{key!r} is not a key here ({keys})", color)
                 continue
             game.do_action(key)

@@ -255,6 +255,13 @@ class GameBoard:
         self._target_char = _target_char(target)
         self._score = 0
 
+    def direction_of(self, key: object) -> str | None:
+        """The direction a key plays in this game's key map (stripped, any case), or None for no key."""
+        if not isinstance(key, str):
+            return None
+        direction = self.keymap.get(key)
+        return direction if direction is not None else self.keymap.get(key.strip().lower())
+
     def key_for(self, direction: str) -> str:
         """The key that plays `direction` (up, down, left, right) in this game's key map."""
         return keys_by_direction(self.keymap)[direction]
@@ -283,12 +290,10 @@ class GameBoard:
         if self._state != "ongoing":
             return False
         self.moves += 1
-        direction = self.keymap.get(key) if isinstance(key, str) else None
+        direction = self.direction_of(key)
         if direction is None:
-            direction = self.keymap.get(key.strip().lower()) if isinstance(key, str) else None
-            if direction is None:
-                self._state = "failed"
-                return False
+            self._state = "failed"
+            return False
         text, gained = _move(self._text, direction, self._layout)
         if text == self._text:
             return False

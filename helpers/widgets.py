@@ -172,7 +172,7 @@ class BoardWidget(widgets.VBox):
 
         A key outside the key map is not played: the board says which keys are, and the game goes on.
         """
-        if self.game.state() == "ongoing" and self._direction_of(key) is None:
+        if self.game.state() == "ongoing" and self.game.direction_of(key) is None:
             self.last_message = f"{key!r} is not a key here ({self._keys_hint()}): nothing played"
             self._render()
             return False
@@ -314,7 +314,7 @@ class BoardWidget(widgets.VBox):
 
     def _describe(self, key: object, moved: bool) -> str:
         """What a key just did, for the status line (a strategy's answer may be no key at all)."""
-        direction = self._direction_of(key)
+        direction = self.game.direction_of(key)
         if direction is None:
             if isinstance(self.strategy, str):
                 return self._sandbox_verdict()  # the sandbox's game ended on this key too
@@ -325,10 +325,6 @@ class BoardWidget(widgets.VBox):
         if self.game.state() != "ongoing":
             message += f": game over, {self.game.state()} at move {self.game.moves}"
         return message
-
-    def _direction_of(self, key: object) -> str | None:
-        """The direction a key stands for in the game's key map (stripped, any case), or None."""
-        return self.game.keymap.get(key.strip().lower()) if isinstance(key, str) else None
 
     def _keys_hint(self) -> str:
         return " ".join(f"{self.game.key_for(direction)} {ARROWS[direction]}" for direction in DIRECTIONS)
