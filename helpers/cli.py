@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import random
+import subprocess
 import sys
 import time
 import traceback
@@ -46,9 +47,9 @@ from helpers.heldout import (
 )
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 from helpers.model import ModelLoadError, check_loadable, load_model
-from helpers.runs import RUN_CONFIG_FILE, RunFolderError, saved_config
+from helpers.runs import RUN_CONFIG_FILE, RunFolderError, is_main_process, saved_config, world_size
 from helpers.sandbox import execute_strategy, extract_function
-from helpers.training import ConfigurationError, start_reward_pool, train
+from helpers.training import ConfigurationError, check_batch_sizes, start_reward_pool, train
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -198,18 +199,59 @@ def _console_handler() -> logging.Handler:
 # --- commands --------------------------------------------------------------------------------------
 
 
+def launch_command(argv: Sequence[str], processes: int) -> list[str]:
+    """`accelerate launch` running this same training in `processes` processes (one per GPU).
+
+    The argument list is the command's own, without `--processes`; accelerate sets RANK, WORLD_SIZE
+    and LOCAL_WORLD_SIZE, which the training reads (`helpers.runs`).
+    """
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            rest.append(arg)
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "helpers", *rest,
+    ]  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with GRPO; resume a run in its output folder with --resume."""
+    if args.processes is not None and args.processes < 1:
+        raise UsageError(f"--processes must be at least 1, not {args.processes}")
+    if (args.processes or 1) > 1 and "LOCAL_RANK" not in os.environ:
+        with _settings_mistakes():
+            check_batch_sizes(
+                build_config(args, saved_run=None if not args.resume else args.output_dir), args.processes
+            )
+        command = launch_command(args.argv, args.processes)
+        print("+ " + " ".join(command), flush=True)
+        return subprocess.run(command, check=False).returncode
+    main_process = is_main_process()
+    say = print if main_process else _silent
     resume_from = None
     if args.resume:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
-    log_path = start_log(config.training.output_dir, args)
-    print(f"profile {config.training.profile}: {config.profile_reason}")
-    print(f"log: {log_path}")
+    if main_process:
+        log_path = start_log(config.training.output_dir, args)
+    else:
+        logging.getLogger("helpers").setLevel(logging.WARNING)  # rank 0 speaks for the run
+    processes = f" in {world_size()} processes" if world_size() > 1 else ""
+    say(f"profile {config.training.profile}: {config.profile_reason}{processes}")
+    if main_process:
+        say(f"log: {log_path}")
     result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
+    if not main_process:
+        return 0
     records = read_metrics(metrics_path(result.output_dir))
     print(
         f"trained to step {result.global_step} in {result.seconds:.0f} s; latest checkpoint: {result.checkpoint}\n"
@@ -282,6 +324,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.checkpoint and best is not None:
         print(f"watch the best one play: {_command()} play --checkpoint {args.checkpoint}")
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """`print` for the processes other than the main one: they leave the console to it."""
 
 
 def _command() -> str:
@@ -518,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar (the log still gets every step)"
+    )
+    train.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train in N processes, one per GPU, through accelerate launch (each generates its share)",
     )
     _add_setting_flags(train)
     train.set_defaults(handler=cmd_train)

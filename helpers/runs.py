@@ -51,6 +51,29 @@ CHECKPOINT_PREFIX = "checkpoint-"
 log = logging.getLogger(__name__)
 
 
+def process_rank() -> int:
+    """This process's rank among the training processes (`accelerate launch` sets RANK); 0 alone."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's folder, logs and console lines (rank 0, or the only one)."""
+    return process_rank() == 0
+
+
+def world_size() -> int:
+    """Training processes in all (WORLD_SIZE), 1 when not launched by accelerate or torchrun."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def local_processes() -> int:
+    """Training processes on this machine (LOCAL_WORLD_SIZE), 1 when not launched by accelerate."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 class RunFolderError(RuntimeError):
     """The output folder cannot take this run (an incompatible run, nothing to resume, ...)."""
 
@@ -140,12 +163,13 @@ def saved_config(
     return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
 
 
-def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
+def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -> Path | None:
     """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
 
     A fresh run refuses a folder that already holds checkpoints; a resumed run needs a checkpoint and
     the same settings (apart from `RESUMABLE_CHANGES`). Raises `RunFolderError` otherwise.
     `resume="auto"` resumes when the folder holds a checkpoint and starts afresh when it does not.
+    `write=False` (every process of several but the main one) checks and changes nothing.
     """
     folder = Path(config.training.output_dir)
     saved_path = folder / RUN_CONFIG_FILE
@@ -170,7 +194,8 @@ def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
             )
         step = int(checkpoint.name[len(CHECKPOINT_PREFIX) :])
         for path in (metrics_path(folder), completions_path(folder)):
-            truncate_metrics(path, step)
+            if write:
+                truncate_metrics(path, step)
     else:
         if checkpoint is not None:
             raise RunFolderError(
@@ -180,11 +205,13 @@ def prepare_run_folder(config: Config, resume: bool | str) -> Path | None:
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for old in (metrics_path(folder), completions_path(folder)):
-            if old.is_file():
+            if write and old.is_file():
                 # A run that died before its first checkpoint: keep its logs beside, never delete them.
                 kept = old.with_name(f"{old.stem}-before-{stamp}{old.suffix}")
                 old.replace(kept)
                 log.warning("a log without checkpoints was in %s: kept as %s", folder, kept.name)
+    if not write:
+        return checkpoint
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint

@@ -15,9 +15,10 @@ the completions with the function extracted from each: the before/after picture 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,11 @@ from helpers.prompts import chat_messages
 from helpers.rewards import reward_functions
 from helpers.runs import (
     CHECKPOINT_PREFIX,
+    is_main_process,
     latest_checkpoint,
+    local_processes,
     prepare_run_folder,
+    world_size,
     write_model_card,
 )
 from helpers.upstream import install_logprob_fallback
@@ -286,6 +290,20 @@ def _logs_beside_the_bar(progress: bool) -> Any:
     return logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("helpers")])
 
 
+def for_this_process(config: Config) -> Config:
+    """The settings one of several training processes runs with: its share of the CPU cores for the reward pool.
+
+    With `sandbox.max_workers` 0 (automatic), each of N processes on a machine gets cores / N workers
+    (at most 8, at least 1), so that the pools of all the GPUs' processes do not fight over the cores.
+    """
+    processes = local_processes()
+    if config.sandbox.max_workers or processes == 1:
+        return config
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, min(8, cores // processes))
+    return replace(config, sandbox=replace(config.sandbox, max_workers=share))
+
+
 def start_reward_pool(config: Config) -> Any:
     """Start the sandbox's worker pool now, before CUDA initialises (forked workers cannot use CUDA)."""
 
@@ -309,10 +327,12 @@ def train(
     when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
 
-    check_batch_sizes(config)
+    check_batch_sizes(config, world_size())
     if model is None:
         check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
-    checkpoint = prepare_run_folder(config, resume)
+    main = is_main_process()
+    checkpoint = prepare_run_folder(config, resume, write=main)
+    config = for_this_process(config)
     done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
     if done >= config.training.max_steps:  # the trainer would run one step past the end
         holds = f"the run is complete at {checkpoint.name} (step {done} of {config.training.max_steps})"
@@ -345,7 +365,9 @@ def train(
         args=grpo_config(config),
         train_dataset=build_dataset(config),
         callbacks=[
-            *_callbacks(config, in_notebook() if live_plot is None else live_plot, progress),
+            *_callbacks(
+                config, main and (in_notebook() if live_plot is None else live_plot), main and progress
+            ),
             *callbacks,
         ],
     )

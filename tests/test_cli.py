@@ -312,3 +312,73 @@ def test_report_to_names_known_trackers_only():
     for wrong in ("mlflow", "none,tensorboard", ""):
         with pytest.raises(ValueError, match="training.report_to must be none, or some of"):
             make_config("cpu-tiny", report_to=wrong)
+
+
+def test_processes_launch_the_same_training_through_accelerate():
+    argv = ["train", "--profile", "h100", "--processes", "4", "--max-steps", "9", "--processes=4"]
+    command = cli.launch_command(argv, 4)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--num_processes") + 1] == "4" and "--multi_gpu" in command
+    assert command[-7:] == ["-m", "helpers", "train", "--profile", "h100", "--max-steps", "9"]
+    assert "--processes" not in command and "--processes=4" not in command
+
+
+def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch):
+    from helpers.config import make_config
+    from helpers.training import for_this_process
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    config = make_config("h100")
+    assert for_this_process(config) == config  # alone: the pool sizes itself
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert for_this_process(config).sandbox.max_workers == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert for_this_process(config).sandbox.max_workers == 1
+    chosen = make_config("h100", sandbox={"max_workers": 3})
+    assert for_this_process(chosen).sandbox.max_workers == 3  # a number the user chose stays
+
+
+def test_processes_are_checked_before_anything_starts(capsys):
+    assert cli.main(["train", "--profile", "cpu-tiny", "--processes", "0"]) == 2
+    assert "--processes must be at least 1" in capsys.readouterr().err
+    # 2 processes x 2 completions each is not a multiple of 3 generations
+    assert cli.main(["train", "--profile", "cpu-tiny", "--processes", "2", "--num-generations", "3"]) == 2
+    assert "not a multiple of num_generations (3)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_run_that_rank_zero_speaks_for(tiny_model_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "helpers", "train", "--processes", "2", "--profile", "cpu-tiny"]
+    command += [
+        "--max-steps",
+        "2",
+        "--output-dir",
+        str(output_dir),
+        "--model-name",
+        str(tiny_model_dir),
+        "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("+ ") and "accelerate.commands.launch" in lines[0]  # the command it launched
+    assert sum(line.startswith("trained to step 2") for line in lines) == 1
+    assert sum(line.startswith("profile cpu-tiny") for line in lines) == 1
+    assert "in 2 processes" in result.stdout
+    log = (output_dir / "train.log").read_text()
+    assert log.count("step 1/2 reward") == 1 and log.count("step 2/2 reward") == 1
+    assert [r["step"] for r in json_lines(output_dir / "metrics.jsonl")] == [1, 2]
+    ours, theirs = (
+        json_lines(output_dir / "completions.jsonl"),
+        json_lines(output_dir / "completions-rank1.jsonl"),
+    )
+    assert len(ours) == len(theirs) > 0  # each process logged its own share of the completions
+    assert (output_dir / "checkpoint-2" / "adapter_model.safetensors").is_file()
+
+
+def json_lines(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

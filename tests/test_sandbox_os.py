@@ -384,9 +384,11 @@ POISONS = [
 
 
 def test_a_strategys_side_effects_never_reach_a_later_game():
-    config = SandboxConfig(call_timeout=0.5, game_timeout=3.0, max_workers=1)  # one game after the other
+    # One game after the other, with limits wide enough that a busy machine cannot make the victim's
+    # 200 MB allocation or its long game time out: only a poison could change its result.
+    config = SandboxConfig(call_timeout=5.0, game_timeout=30.0, max_workers=1)
     alone = play_batch([VICTIM], seeds=[4], sandbox_config=config)[0][0]
-    assert alone.state in ("success", "failed", "stalled")
+    assert alone.state in ("success", "failed", "stalled"), alone
     results = play_batch([*POISONS, VICTIM], seeds=[4], sandbox_config=config)
     assert results[-1][0] == alone
 
