@@ -1,4 +1,4 @@
-"""Each clone's notebooks run that clone's kernel.
+"""Each clone's notebooks run that clone's kernel, and opening a notebook changes nothing in it.
 
 The proof with two clones: two copies of the project, each with a venv of its own (the test venv's
 packages, plus an editable-style path to the clone's `helpers`), a user-wide `gpt-oss-2048` kernel as
@@ -16,6 +16,10 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
 
 from helpers import kernel
 
@@ -179,6 +183,31 @@ def test_the_spec_runs_this_interpreter_with_the_projects_kernel(tmp_path):
     assert spec["display_name"] == kernel.DISPLAY_NAME and spec["language"] == "python"
     assert spec["env"] == {"TORCH_CUDA_ARCH_LIST": "12.1a"}
     assert kernel.Kernel.language_info["version"] == str(sys.version_info.major)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_each_notebook_holds_what_jupyterlab_writes_on_open(path):
+    # JupyterLab sets `kernelspec` from the spec and `language_info` from the kernel's reply on open;
+    # when they differ from the committed ones the notebook is marked modified (tests/test_browser.py).
+    metadata = nbformat.read(path, as_version=4).metadata
+    assert metadata["kernelspec"] == {
+        "name": kernel.NAME,
+        "display_name": kernel.DISPLAY_NAME,
+        "language": "python",
+    }
+    assert metadata["language_info"] == kernel.Kernel.language_info
+
+
+def test_the_pre_commit_hook_keeps_that_metadata(tmp_path):
+    hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    strip = next(hook for hook in hooks if hook["id"] == "strip-notebook-outputs")
+    notebook = tmp_path / NOTEBOOKS[0].name
+    shutil.copy(NOTEBOOKS[0], notebook)
+    done = subprocess.run(
+        [*strip["entry"].split(), str(notebook)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert notebook.read_text(encoding="utf-8") == NOTEBOOKS[0].read_text(encoding="utf-8")
 
 
 def test_the_warning_tells_the_kernel_to_pick():
