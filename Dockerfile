@@ -21,7 +21,8 @@ WORKDIR /workspace/gpt-oss-2048
 # The install inputs first, so a code change does not re-run the install layer.
 COPY pyproject.toml setup.sh README.md ./
 COPY requirements/ requirements/
-COPY helpers/__init__.py helpers/__init__.py
+# setup.sh imports helpers and installs the kernel (helpers.kernel, which checks the clone with helpers.checkout)
+COPY helpers/__init__.py helpers/checkout.py helpers/kernel.py helpers/
 RUN ./setup.sh --gpu --system-torch && rm -rf /root/.cache/uv
 
 COPY . .

@@ -6,7 +6,7 @@
 #   ./setup.sh --cpu           CPU torch, no unsloth/bitsandbytes/xformers (tests, laptops, CI)
 #   ./setup.sh --gpu           insist on the GPU stack (fails clearly without a CUDA driver)
 #   ./setup.sh --system-torch  reuse the interpreter's torch (NGC image); never replace it
-#   ./setup.sh --no-kernel     do not register the Jupyter kernel
+#   ./setup.sh --no-kernel     do not install the Jupyter kernel (into the venv)
 #
 # Environment: PYTHON (interpreter to build the venv from), TORCH_VERSION (default 2.13.0),
 # TORCH_INDEX (a PyTorch wheel index; default chosen per platform), VENV (default .venv).
@@ -94,8 +94,11 @@ lock=requirements/$mode.lock
 # --- idempotence: the same inputs as last time mean nothing to do --------------------------------
 stamp_file="$VENV/.setup-stamp"
 stamp=$(cat "$lock" pyproject.toml "$0" | sha256sum | cut -c1-16)-$mode-$system_torch-$kernel-$TORCH_VERSION-$pyver
-kernel_json=${JUPYTER_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/jupyter}/kernels/gpt-oss-2048/kernel.json
-kernel_ok() { [ "$kernel" = 0 ] || grep -qF "$(cd "$VENV" 2>/dev/null && pwd)/bin/python" "$kernel_json" 2>/dev/null; }
+# The kernel lives in the venv and names the venv's interpreter by its absolute path: a moved clone redoes it.
+kernel_ok() {
+  [ "$kernel" = 0 ] || grep -qF "\"$(cd "$VENV" 2>/dev/null && pwd -P)/bin/python\"" \
+    "$VENV/share/jupyter/kernels/gpt-oss-2048/kernel.json" 2>/dev/null
+}
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && kernel_ok && "$VENV/bin/python" -c 'import helpers' 2>/dev/null; then
   say "already set up ($VENV matches $lock); nothing to do"
   exit 0
@@ -171,11 +174,12 @@ else
 fi
 
 # --- the Jupyter kernel ---------------------------------------------------------------------------
+# Installed into the venv, not user-wide, so that each clone's notebooks run that clone's venv and code;
+# a user-wide gpt-oss-2048 from older set-ups is removed if it ran this venv or a venv that is gone.
 if [ "$kernel" = 1 ]; then
   env_args=()
-  if [ "$blackwell" = 1 ]; then for kv in "${blackwell_env[@]}"; do env_args+=(--env "${kv%%=*}" "${kv#*=}"); done; fi
-  "$vpy" -m ipykernel install --user --name gpt-oss-2048 --display-name "gpt-oss-2048 (.venv)" "${env_args[@]}" >/dev/null \
-    && say "Jupyter kernel 'gpt-oss-2048' registered"
+  if [ "$blackwell" = 1 ]; then for kv in "${blackwell_env[@]}"; do env_args+=(--env "$kv"); done; fi
+  "$vpy" -m helpers.kernel "${env_args[@]}" | while IFS= read -r line; do say "$line"; done
 fi
 
 # --- git hooks: keep notebook mirrors in sync and outputs stripped -------------------------------

@@ -10,6 +10,11 @@ strategy to play on its own; presses *To the end* and waits for the game to end;
 reads why nothing moves; starts a new game, picks the wasd key map and plays a w/s/a/d key; saves, and
 finds the `.py` mirror unchanged. The screenshot goes to `outputs/browser/play_2048.png`.
 
+A second test opens each of the four notebooks, runs nothing, and finds it unmodified once the kernel
+has answered: the metadata JupyterLab writes on open (`kernelspec`, `language_info`) is committed, so
+autosave has nothing to write. A copy without `language_info` is opened too, and is marked modified.
+The kernel is the project's own (`helpers.kernel`), as `setup.sh` installs it.
+
 Needs Debian's `chromium` (installed by this test's set-up with apt-get when it runs as root, as in CI)
 and the `playwright` package from the dev extras (no `playwright install`).
 """
@@ -29,12 +34,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import kernel
 from helpers.config import GameConfig
 from helpers.game import DIRECTIONS, keys_by_direction, slide
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "play_2048.ipynb"
 MIRROR = NOTEBOOK.with_suffix(".py")
+NOTEBOOKS = [ROOT / "gpt_oss_20B_RL_2048_Game.ipynb", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
 SCREENSHOT = ROOT / "outputs" / "browser" / "play_2048.png"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -83,22 +90,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 def jupyterlab(tmp_path: Path) -> Iterator[str]:
-    """A headless JupyterLab serving a copy of play_2048.ipynb and its mirror in tmp_path/work; yields its URL."""
+    """A headless JupyterLab serving copies of the four notebooks and their mirrors in tmp_path/work; yields its URL."""
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
-    shutil.copy(MIRROR, work / MIRROR.name)
-    # The notebook names the kernel setup.sh registers; point that name at this interpreter so the
-    # test never depends on, or touches, the user's Jupyter folders.
-    kernelspec = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
-    kernel_dir = tmp_path / "jupyter-path" / "kernels" / kernelspec["name"]
-    kernel_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": kernelspec["display_name"],
-        "language": "python",
-    }
-    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    for notebook in NOTEBOOKS:
+        shutil.copy(notebook, work / notebook.name)
+        shutil.copy(notebook.with_suffix(".py"), work / notebook.with_suffix(".py").name)
+    # The project's kernel as setup.sh installs it, running this interpreter, in a folder of the test's
+    # own, so that the test never depends on, or touches, the user's Jupyter folders.
+    kernel.write_spec(tmp_path / "jupyter-path" / "kernels" / kernel.NAME)
     # Every cell in the page, not only those scrolled into view: the test reads outputs far down.
     tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
@@ -313,3 +313,64 @@ def test_play_watch_and_pick_keys_in_chromium(jupyterlab: str, tmp_path: Path) -
             )
         finally:
             browser.close()
+
+
+OPENED = """async (name) => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.context || panel.context.path !== name) return null;
+  await panel.context.ready;
+  await panel.sessionContext.ready;
+  const kernel = panel.sessionContext.session.kernel;
+  const info = await kernel.info;
+  await kernel.spec;
+  await new Promise(resolve => setTimeout(resolve, 1000));  // JupyterLab's own handlers of the reply
+  const model = panel.context.model;
+  return {
+    dirty: model.dirty,
+    kernel: info.language_info,
+    language_info: model.getMetadata('language_info'),
+    kernelspec: model.getMetadata('kernelspec'),
+  };
+}"""
+
+
+def _open(page, url: str, name: str) -> dict:
+    """Open a notebook, run nothing, and wait until its kernel has answered; what JupyterLab then holds."""
+    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+    page.wait_for_function(
+        "name => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return w && w.context && w.context.path === name && w.sessionContext"
+        " && w.sessionContext.isReady; }",
+        arg=name,
+    )
+    return page.evaluate(OPENED, name)
+
+
+def test_opening_a_notebook_leaves_it_unmodified(jupyterlab: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    work = tmp_path / "work"
+    # The control: the same notebook without the language_info the kernel reports, as committed before.
+    control = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    del control["metadata"]["language_info"]
+    (work / "control.ipynb").write_text(json.dumps(control, indent=1), encoding="utf-8")
+    before = {path.name: path.stat().st_mtime_ns for path in work.iterdir()}
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(90_000)
+            for notebook in NOTEBOOKS:
+                opened = _open(page, jupyterlab, notebook.name)
+                committed = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
+                assert opened["language_info"] == opened["kernel"] == committed["language_info"], (
+                    notebook.name
+                )
+                assert opened["kernelspec"] == committed["kernelspec"], notebook.name
+                assert not opened["dirty"], f"opening {notebook.name} marked it modified"
+            assert _open(page, jupyterlab, "control.ipynb")["dirty"], "the control should be marked modified"
+        finally:
+            browser.close()
+    after = {path.name: path.stat().st_mtime_ns for path in work.iterdir() if path.name in before}
+    assert after == before, "opening the notebooks wrote to them"

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,31 @@ def test_the_image_installs_through_setup_sh_on_a_cuda_13_ngc_base():
     assert (year, month) >= (25, 11), "25.09 did not see the GB10; CUDA 13 images start at 25.11"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv/" in ignored and "outputs/" in ignored
+
+
+def test_the_files_the_image_copies_before_setup_are_enough_for_it(tmp_path):
+    """The install layer sees only what is copied before `RUN ./setup.sh`: helpers must import from it."""
+    dockerfile = (ROOT / "Dockerfile").read_text().split("RUN ./setup.sh")[0]
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, target = line.split()[1:]
+            for source in sources:
+                destination = (
+                    tmp_path / target / Path(source).name if target.endswith("/") else tmp_path / target
+                )
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                if (ROOT / source).is_file():
+                    shutil.copy(ROOT / source, destination)
+    # -S: no .pth files, so no editable finder reaching into this checkout; the packages stay importable.
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    for command in (["-c", "import helpers; print(helpers.__file__)"], ["-m", "helpers.kernel", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-S", *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert command[0] == "-m" or done.stdout.strip() == str(tmp_path / "helpers" / "__init__.py")
