@@ -44,7 +44,8 @@ class Kernel(IPythonKernel):
 
     def _check_clone(self, info) -> None:
         """Before the first cell: warn in its output when the notebook runs another clone's code."""
-        self.shell.events.unregister("pre_run_cell", self._check_clone)
+        if self.shell is not None:
+            self.shell.events.unregister("pre_run_cell", self._check_clone)
         warn_if_elsewhere()
 
 
