@@ -33,7 +33,7 @@ TRL calls each reward function separately with the same completions. The verdict
 (extraction, checks, games) is computed once, by whichever function comes first, and kept in a
 bounded cache keyed by a hash of its text, the seeds and the settings, so each step plays its games
 once, in parallel. Outcome counts (win, failed, invalid, timeout, stalled, error, rejected, missing)
-go to TRL's `log_metric` hook as `outcomes/<name>` and into `OUTCOME_HISTORY`; during training every
+go to TRL's `log_metric` hook as `outcomes/<name>`; during training every
 completion, its rewards and its outcome are appended to `<output_dir>/completions.jsonl`. No reward
 function ever raises: any input, however hostile, gets a float and a reason (`explain`).
 """
@@ -44,7 +44,7 @@ import hashlib
 import logging
 import os
 import statistics
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,10 +69,6 @@ MAX_COMPLETION_CHARS = 1_000_000
 
 CACHE_SIZE = 1024
 """Completions whose verdicts are remembered (least recently used are dropped first)."""
-
-OUTCOME_HISTORY: deque[dict[str, Any]] = deque(maxlen=100_000)
-"""One record per `strategy_succeeds` call: `step` (the trainer's global step or None), `completions`, and
-the count of each outcome. The notebook shows it; `outcome_totals()` sums it."""
 
 _OUTCOME_OF_STATE = {
     "success": "win",
@@ -283,16 +279,13 @@ def _score(
 def _record(
     completions: list[Any], found: list[Verdict], config: Config, seeds: tuple[int, ...], kwargs: dict
 ) -> None:
-    """Count the outcomes, one per game: into OUTCOME_HISTORY, TRL's hooks and the completions log."""
+    """Count the outcomes, one per game: into TRL's hooks and the completions log."""
     counts = Counter(
         outcome
         for verdict in found
         for outcome in (verdict.outcomes if verdict.results else verdict.outcomes * len(seeds))
     )
     step = _step(kwargs)
-    OUTCOME_HISTORY.append(
-        {"step": step, "completions": len(found)} | {name: counts[name] for name in OUTCOMES}
-    )
     log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
     try:
         if callable(log_metric):
@@ -498,11 +491,3 @@ def explain(
             }
         rows.append(row)
     return rows
-
-
-def outcome_totals() -> dict[str, int]:
-    """The outcome counts summed over `OUTCOME_HISTORY`."""
-    totals: Counter[str] = Counter()
-    for record in OUTCOME_HISTORY:
-        totals.update({name: record[name] for name in OUTCOMES})
-    return {name: totals[name] for name in OUTCOMES}

@@ -12,12 +12,10 @@ from helpers import rewards
 from helpers.config import Config, RewardConfig, SandboxConfig
 from helpers.evaluate import PRESETS
 from helpers.rewards import (
-    OUTCOME_HISTORY,
     OUTCOMES,
     explain,
     function_works,
     no_cheating,
-    outcome_totals,
     reward_functions,
     strategy_graded,
     strategy_succeeds,
@@ -208,7 +206,7 @@ def test_outcomes_are_counted_per_game(monkeypatch):
     assert (logged["outcomes/win"], logged["outcomes/stalled"], logged["outcomes/missing"]) == (1.0, 1.0, 2.0)
 
 
-def test_outcome_counts_reach_log_metric_and_the_history():
+def test_outcome_counts_reach_log_metric_and_log_extra():
     logged, extra = {}, {}
     completions = [case[1] for case in CASES]
     trl_call(
@@ -228,11 +226,7 @@ def test_outcome_counts_reach_log_metric_and_the_history():
         "outcomes/rejected": 14.0,
         "outcomes/missing": 4.0,
     }
-    assert OUTCOME_HISTORY[-1] == {"step": 3, "completions": len(CASES)} | {
-        name[len("outcomes/") :]: int(value) for name, value in logged.items()
-    }
     assert len(extra["outcome"]) == len(CASES) and extra["outcome"][0].startswith("win after")
-    assert sum(outcome_totals().values()) >= len(CASES)
 
 
 def test_only_strategy_succeeds_logs_outcomes():
