@@ -179,6 +179,9 @@ def _game(game, page: mmap.mmap, stall_moves: int):
 
     Only this generator's frame holds the game (and its random state): while the strategy runs the
     generator is suspended, and reaching a suspended generator's frame (`gi_frame`) ends the job.
+    That is why this loop is not `helpers.game.play_keys`, whose key source would have to reach the
+    game while the strategy runs; it keeps the same stall rule, and the parent's replay, which
+    decides the verdict, goes through `play_keys`.
     """
     position, idle, end = LOG_START, 0, "over"
     while game.state() == "ongoing":

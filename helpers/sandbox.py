@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from helpers.config import GameConfig, SandboxConfig
-from helpers.game import GameBoard, from_config
+from helpers.game import GameBoard, from_config, play_keys
 from helpers.sandbox_checks import MAX_SOURCE_CHARS, StaticCheck, check_source
 from helpers.sandbox_extract import extract_function
 from helpers.sandbox_pool import Job, Outcome, Walls, WorkerPool, get_pool, shutdown_pool
@@ -138,30 +138,22 @@ def _judge(game: GameBoard, outcome: Outcome, stall_moves: int) -> GameResult:
     if end == "died":
         end, error = _death_reason(outcome.status, outcome.event)
     first_move = game.moves
-    idle, stalled, last_key, replayed = 0, False, None, 0
-    for key in outcome.keys:
-        if game.state() != "ongoing":
-            break
-        last_key = key
-        replayed += 1
-        if game.do_action(key):
-            idle = 0
-            continue
-        idle += 1
-        if idle >= stall_moves and game.state() == "ongoing":
-            stalled = True
-            break
+    played: list[str | None] = []
+    stalled = (
+        play_keys(game, outcome.keys, stall_moves, on_move=lambda key, moved: played.append(key)) == "stalled"
+    )
+    last_key, replayed = (played[-1] if played else None), len(played)
     state = game.state()
     if state == "ongoing":
         if stalled:
-            state, error = "stalled", f"{idle} moves in a row changed nothing"
+            state, error = "stalled", f"{stall_moves} moves in a row changed nothing"
         elif end in ("timeout", "error", "rejected"):
             state = end
         else:
             state, error = "error", error or "the game stopped before its end"
     elif claim is not None and (claim.get("score"), claim.get("max_tile")) != (game.score(), game.max_tile()):
         state, error = "error", "the worker's game and the replay disagree"
-    elif state == "failed" and (last_key is None or last_key.strip().lower() not in game.keymap):
+    elif state == "failed" and game.direction_of(last_key) is None:
         error = "returned something that is not a key" if last_key is None else f"invalid key {last_key!r}"
     recorded = (
         tuple("" if key is None or not key.isprintable() else key for key in outcome.keys[:replayed])

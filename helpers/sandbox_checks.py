@@ -183,6 +183,12 @@ def _shape_problem(tree: ast.Module) -> str | None:
     body = tree.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:] if isinstance(body[0].value.value, str) else body
+    defined = [
+        statement.name for statement in body if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    if "strategy" not in defined:
+        instead = f" (it defines {', '.join(defined[:3])} instead)" if defined else ""
+        return f"no function named strategy: the code needs a top-level def strategy(board){instead}"
     strategies = []
     for statement in body:
         line = statement.lineno
@@ -196,8 +202,6 @@ def _shape_problem(tree: ast.Module) -> str | None:
             return f"line {line}: top-level {statement.name} besides strategy (put helpers inside strategy)"
         else:
             return f"line {line}: top-level code outside strategy ({type(statement).__name__})"
-    if not strategies:
-        return "no top-level def strategy(board)"
     if len(strategies) > 1:
         return f"strategy is defined {len(strategies)} times"
     function = strategies[0]

@@ -588,11 +588,12 @@ _reported: set[str] = set()
 
 def _report(walls: Walls) -> None:
     """Print the walls in force (on stdout, like the trainer's other status lines), once per process
-    for each distinct line."""
+    for each distinct line; of several training processes only rank 0 prints (`walls_in_force()` tells any)."""
     line = str(walls)
     if line not in _reported:
         _reported.add(line)
-        print(line, flush=True)
+        if os.environ.get("RANK", "0") in ("0", ""):  # of several training processes, rank 0 speaks
+            print(line, flush=True)
 
 
 _pool: WorkerPool | None = None

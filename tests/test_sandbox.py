@@ -753,3 +753,18 @@ def test_a_source_is_parsed_once_per_allow_list():
     assert check_source(source) is check_source(source)  # the rewards and the pool both ask
     narrow = SandboxConfig(allowed_imports=("math",))
     assert (check_source(source).verdict, check_source(source, narrow).verdict) == ("ok", "forbidden")
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (
+            "def strat(board):\n    return 'a'\n",
+            "no function named strategy: the code needs a top-level def strategy(board) (it defines strat instead)",
+        ),
+        ("x = 1\n", "no function named strategy: the code needs a top-level def strategy(board)"),
+    ],
+)
+def test_code_without_a_strategy_is_told_so(source, reason):
+    check = check_source(source)
+    assert (check.verdict, check.reason) == ("malformed", reason)

@@ -515,3 +515,17 @@ def test_a_job_killed_on_time_is_gone_at_once():
     while children.exists() and children.read_text().split() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not children.exists() or children.read_text().split() == []
+
+
+def test_of_several_training_processes_only_rank_zero_reports_the_walls(monkeypatch, capsys):
+    from helpers import sandbox_pool
+
+    walls = sandbox_pool.Walls(active=("seccomp",), missing={}, details={})
+    monkeypatch.setattr(sandbox_pool, "_reported", set())
+    monkeypatch.setenv("RANK", "1")
+    sandbox_pool._report(walls)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(sandbox_pool, "_reported", set())
+    monkeypatch.setenv("RANK", "0")
+    sandbox_pool._report(walls)
+    assert capsys.readouterr().out.startswith("sandbox walls: ")
