@@ -169,17 +169,10 @@ def test_games_are_played_once_per_step_and_not_again(monkeypatch):
     assert len(calls) == 1
 
 
-def test_all_completions_of_a_call_play_the_same_seeds(monkeypatch):
-    seen = []
-
-    def fake(sources, game_config, seeds, sandbox_config):
-        seen.append(list(seeds))
-        return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
-
-    monkeypatch.setattr(rewards, "play_batch", fake)
+def test_all_completions_of_a_call_play_the_same_seeds(played_seeds):
     config = Config(rewards=RewardConfig(seed=77, games_per_completion=3))
     strategy_succeeds([fenced(function(f"return '{key}'\n")) for key in "auié"], config)
-    assert seen == [[77, 78, 79]]
+    assert played_seeds == [(77, 78, 79)]  # one batch: every completion on the same three games
 
 
 def test_several_games_per_completion_are_averaged(monkeypatch):
