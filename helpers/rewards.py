@@ -332,8 +332,8 @@ def function_works(completions: list[Any], config: Config | None = None, **kwarg
         config: the settings (the default `Config` when None); TRL's own keyword arguments are ignored.
 
     Returns:
-        One float per completion: `works` (+1.0) for a single well-formed function, `works_malformed`
-        (-0.5) when it parses but has the wrong shape, `works_missing` (-2.0) when nothing was
+        One float per completion, a `RewardConfig` value: `works` for a single well-formed function, `works_malformed`
+        when it parses but has the wrong shape, `works_missing` when nothing was
         extracted or it does not parse.
 
     Example:
@@ -351,8 +351,8 @@ def no_cheating(completions: list[Any], config: Config | None = None, **kwargs: 
         config: the settings (the default `Config` when None).
 
     Returns:
-        One float per completion: `clean` (+1.0), `cheating` (-20.0) for a forbidden import, name or
-        attribute, or a forbidden operation caught while it ran, `cheating_missing` (-1.0) when there is
+        One float per completion, a `RewardConfig` value: `clean`, `cheating` for a forbidden import, name or
+        attribute, or a forbidden operation caught while it ran, `cheating_missing` when there is
         no parseable code to judge.
 
     Example:
@@ -373,10 +373,10 @@ def strategy_succeeds(completions: list[Any], config: Config | None = None, **kw
             (`outcomes/win`, ...) and each completion's outcome.
 
     Returns:
-        One float per completion, the mean over its games of: `success` (+20) for a win, `failed` (+2)
-        for a game lost by the rules, `invalid` (-3) for an answer that is no key, `timeout` (-1) for a
-        timeout or a stall, `error` (-3) when the strategy raised, `not_executed` (0) for code that
-        never ran (the values of `RewardConfig`).
+        One float per completion, the mean over its games of: `success` for a win, `failed`
+        for a game lost by the rules, `invalid` for an answer that is no key, `timeout` for a
+        timeout or a stall, `error` when the strategy raised, `not_executed` for code that
+        never ran; the values are `RewardConfig`'s.
 
     Example:
         >>> strategy_succeeds(["```python\\ndef strategy(board):\\n    return 'x'\\n```"])
