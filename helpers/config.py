@@ -173,6 +173,8 @@ class TrainingConfig:
     """Log metrics every this many steps."""
     output_dir: str = "outputs"
     """Where checkpoints, metrics.jsonl and exports go."""
+    compile_cache: str = "outputs/compile-cache"
+    """Folder that keeps compiled kernels (TorchInductor, Triton, Unsloth) between runs, so a later run's first step skips most compilation; "" leaves them where the libraries put them."""
     reasoning_effort: str = "low"
     """gpt-oss reasoning effort passed to the chat template."""
     dataset_size: int = 1000

@@ -117,13 +117,38 @@ def uses_unsloth(config: Config | TrainingConfig) -> bool:
     return _training(config).use_unsloth and cuda_available()
 
 
+COMPILE_CACHES = {
+    "TORCHINDUCTOR_CACHE_DIR": "inductor",
+    "TRITON_CACHE_DIR": "triton",
+    "UNSLOTH_COMPILE_LOCATION": "unsloth",
+}
+"""The variables that place each compiler's cache, and their sub-folder of `compile_cache`."""
+
+
+def use_compile_cache(folder: str) -> dict[str, str]:
+    """Point the compilers' caches into `folder` (absolute); a variable the user already set wins.
+
+    Returns what was chosen ({} when `folder` is ""). TorchInductor and Triton read their variables
+    when they compile, Unsloth when it is imported; Unsloth's import removes TORCHINDUCTOR_CACHE_DIR, so
+    `import_unsloth_if_used` sets the choice again after it.
+    """
+    if not folder:
+        return {}
+    root = Path(folder).expanduser().resolve()
+    chosen = {name: os.environ.get(name) or str(root / sub) for name, sub in COMPILE_CACHES.items()}
+    os.environ.update(chosen)
+    return chosen
+
+
 def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
     """Import Unsloth before transformers and TRL when the Unsloth path is taken; True if it was.
 
-    Raises `ModelLoadError` when the configuration asks for Unsloth on a GPU and it is not installed.
+    The compilers' caches go to the configured `compile_cache` folder first. Raises `ModelLoadError`
+    when the configuration asks for Unsloth on a GPU and it is not installed.
     """
     if not uses_unsloth(config):
         return False
+    caches = use_compile_cache(_training(config).compile_cache)
     if importlib.util.find_spec("unsloth") is None:
         raise ModelLoadError(
             "this configuration uses Unsloth (use_unsloth=True) and a CUDA GPU is present, but the "
@@ -139,6 +164,7 @@ def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
         )
     import unsloth  # noqa: F401
 
+    os.environ.update(caches)
     return True
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,41 @@ def test_the_cpu_profile_converts_its_own_folder_only(tmp_path, monkeypatch):
     assert model_module.ensure_local_model(make_config("cpu")) == Path("outputs/smollm2-135m-instruct")
     assert model_module.ensure_local_model(make_config("cpu", model_name=str(tmp_path / "mine"))) is None
     assert converted == ["outputs/smollm2-135m-instruct"]
+
+
+def _fake_unsloth(folder: Path) -> None:
+    """A stand-in `unsloth` package that, like the real one, removes TORCHINDUCTOR_CACHE_DIR on import."""
+    package = folder / "unsloth"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os, json\n"
+        f"json.dump({{n: os.environ.get(n) for n in {sorted(model_module.COMPILE_CACHES)!r}}}, "
+        f"open({str(folder / 'seen.json')!r}, 'w'))\n"
+        "os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)\n"
+    )
+
+
+def test_compile_caches_go_to_the_configured_folder_and_survive_unsloths_import(tmp_path, monkeypatch):
+    for name in model_module.COMPILE_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))  # the user's own choice wins
+    _fake_unsloth(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    monkeypatch.setattr(model_module, "cuda_available", lambda: True)
+    cache = tmp_path / "cache"
+    assert model_module.import_unsloth_if_used(make_config("h100", compile_cache=str(cache)))
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen == {
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+        "TRITON_CACHE_DIR": str(tmp_path / "mine"),
+        "UNSLOTH_COMPILE_LOCATION": str(cache / "unsloth"),  # read when Unsloth is imported
+    }
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache / "inductor")  # set again after the import
+
+
+def test_an_empty_compile_cache_leaves_the_libraries_defaults(monkeypatch):
+    for name in model_module.COMPILE_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    assert model_module.use_compile_cache("") == {}
+    assert not any(name in os.environ for name in model_module.COMPILE_CACHES)

@@ -1,0 +1,148 @@
+"""Time the user's own training command, `python -m helpers train`, and report its throughput.
+
+Each `--run LABEL=ARGS` runs `python -m helpers train ARGS --output-dir <out>/runs/LABEL --no-progress`
+in a fresh run folder, one after the other, and reads what the run itself wrote: `metrics.jsonl` (TRL's
+`step_time` and `completions/clipped_ratio` for every step) and `run_config.json` (the completions an
+optimiser step consumes). It reports, per run: the wall time of the command, the seconds until the
+first step ended (loading and compilation included), the first step's own time, the steady-state
+seconds per step (every step after the first) and completions per second, where
+
+    completions per step = per_device_train_batch_size x gradient_accumulation_steps x processes
+
+A run that repeats an earlier one on the same machine shows what the compile cache
+(`--compile-cache`, default outputs/compile-cache) saves on the first step. The console output of
+each run goes to `<out>/LABEL.log`; the table to `<out>/throughput.md` and `<out>/throughput.json`.
+
+    python benchmarks/train_throughput.py --out $OUT \\
+        --run "cold=--set model_name=/dev/shm/gpt-oss-20b-random --max-steps 3" \\
+        --run "warm=--set model_name=/dev/shm/gpt-oss-20b-random --max-steps 3" \\
+        --run "gpus2=--set model_name=/dev/shm/gpt-oss-20b-random --max-steps 3 --processes 2"
+    python benchmarks/train_throughput.py --out /tmp/tp --run "cpu=--profile cpu-tiny --max-steps 2"  # CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def processes_of(args: list[str]) -> int:
+    """The `--processes N` of a training command's arguments (1 when absent)."""
+    for index, arg in enumerate(args):
+        if arg == "--processes" and index + 1 < len(args):
+            return int(args[index + 1])
+        if arg.startswith("--processes="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
+def summarise(
+    label: str, args: list[str], run_dir: Path, wall_s: float, started: float, rc: int
+) -> dict[str, Any]:
+    """One run's figures from its own `metrics.jsonl` and `run_config.json`."""
+    metrics_path = run_dir / "metrics.jsonl"
+    rows = (
+        [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.is_file() else []
+    )
+    steps = [row for row in rows if "step_time" in row]
+    summary: dict[str, Any] = {"label": label, "args": shlex.join(args), "rc": rc, "wall_s": round(wall_s, 1)}
+    if not steps:
+        return summary | {"error": "no step was logged (see the log)"}
+    training = json.loads((run_dir / "run_config.json").read_text())["training"]
+    processes = processes_of(args)
+    per_step = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * processes
+    steady = [row["step_time"] for row in steps[1:]]
+    summary |= {
+        "processes": processes,
+        "completions_per_step": per_step,
+        "max_completion_length": training["max_completion_length"],
+        "first_step_end_s": round(steps[0]["time"] - started, 1),
+        "first_step_s": round(steps[0]["step_time"], 1),
+        "steps": len(steps),
+        "step_times": [round(row["step_time"], 2) for row in steps],
+        "clipped_ratio": round(
+            statistics.fmean(row.get("completions/clipped_ratio", 0.0) for row in steps), 3
+        ),
+        "mean_length": round(statistics.fmean(row.get("completions/mean_length", 0.0) for row in steps), 1),
+    }
+    if steady:
+        seconds = statistics.fmean(steady)
+        summary |= {"steady_s": round(seconds, 2), "completions_per_s": round(per_step / seconds, 2)}
+    return summary
+
+
+def run(label: str, args: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one training command in a fresh run folder and summarise it (never raises on a failed run)."""
+    run_dir = out / "runs" / label
+    command = [sys.executable, "-m", "helpers", "train", *args, "--output-dir", str(run_dir), "--no-progress"]
+    print(f"[{label}] {shlex.join(command)}", flush=True)
+    started = time.time()
+    begin = time.monotonic()
+    with (out / f"{label}.log").open("w") as log:
+        try:
+            rc = subprocess.run(
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+    summary = summarise(label, args, run_dir, time.monotonic() - begin, started, rc)
+    print(f"[{label}] {json.dumps(summary)}", flush=True)
+    return summary
+
+
+def markdown(summaries: list[dict[str, Any]]) -> str:
+    """The runs as a Markdown table."""
+    lines = [
+        "| run | processes | completions/step | first step ended at | first step | steady s/step | completions/s | clipped | wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s['label']} | {s.get('processes', '')} | {s.get('completions_per_step', '')} | "
+            f"{s.get('first_step_end_s', '')} s | {s.get('first_step_s', '')} s | {s.get('steady_s', '')} | "
+            f"{s.get('completions_per_s', '')} | {s.get('clipped_ratio', '')} | {s['wall_s']} s (rc {s['rc']}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run", action="append", required=True, metavar="LABEL=ARGS", help="a run: label=train arguments"
+    )
+    parser.add_argument("--out", default="benchmark-out", help="folder for the logs, runs and table")
+    parser.add_argument("--timeout-s", type=float, default=570, help="stop a run after this many seconds")
+    parser.add_argument(
+        "--deadline-s", type=float, default=None, help="skip runs that would start after this"
+    )
+    options = parser.parse_args()
+    out = Path(options.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    begin = time.monotonic()
+    summaries = []
+    for spec in options.run:
+        label, _, rest = spec.partition("=")
+        remaining = None if options.deadline_s is None else options.deadline_s - (time.monotonic() - begin)
+        if remaining is not None and remaining < 30:
+            print(f"[{label}] skipped: the deadline is near", flush=True)
+            continue
+        timeout = options.timeout_s if remaining is None else min(options.timeout_s, remaining)
+        summaries.append(run(label, shlex.split(rest), out, timeout))
+        (out / "throughput.json").write_text(json.dumps(summaries, indent=2))
+        (out / "throughput.md").write_text(markdown(summaries) + "\n")
+    print(markdown(summaries), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
