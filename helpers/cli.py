@@ -47,7 +47,14 @@ from helpers.heldout import (
 )
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
 from helpers.model import ModelLoadError, check_loadable, load_model
-from helpers.runs import RUN_CONFIG_FILE, RunFolderError, is_main_process, saved_config, world_size
+from helpers.runs import (
+    RUN_CONFIG_FILE,
+    RunFolderError,
+    end_process_group,
+    is_main_process,
+    saved_config,
+    world_size,
+)
 from helpers.sandbox import execute_strategy, extract_function
 from helpers.training import ConfigurationError, check_batch_sizes, start_reward_pool, train
 
@@ -250,6 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         say(f"log: {log_path}")
     result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
+    end_process_group()
     if not main_process:
         return 0
     records = read_metrics(metrics_path(result.output_dir))

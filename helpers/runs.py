@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -72,6 +73,13 @@ def world_size() -> int:
 def local_processes() -> int:
     """Training processes on this machine (LOCAL_WORLD_SIZE), 1 when not launched by accelerate."""
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
+def end_process_group() -> None:
+    """Close the group of training processes that accelerate opened, as torch asks before they exit."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 class RunFolderError(RuntimeError):

@@ -338,6 +338,20 @@ def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch):
     assert for_this_process(chosen).sandbox.max_workers == 3  # a number the user chose stays
 
 
+def test_the_group_of_processes_is_closed_before_exit(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from helpers.runs import end_process_group
+
+    end_process_group()  # no group: nothing to do
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "0")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_process_group()
+    assert not dist.is_initialized()
+
+
 def test_processes_are_checked_before_anything_starts(capsys):
     assert cli.main(["train", "--profile", "cpu-tiny", "--processes", "0"]) == 2
     assert "--processes must be at least 1" in capsys.readouterr().err
