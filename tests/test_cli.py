@@ -152,6 +152,7 @@ def trained_run(tiny_model_dir, tmp_path_factory):
     return output_dir, result
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_train_runs_headless_and_logs_to_a_file(trained_run):
     output_dir, result = trained_run
     assert result.returncode == 0, result.stderr[-2000:]
@@ -162,6 +163,7 @@ def test_train_runs_headless_and_logs_to_a_file(trained_run):
     assert (output_dir / "checkpoint-1" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_train_again_in_the_same_folder_asks_for_resume(trained_run, capsys):
     output_dir, _ = trained_run
     status = cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(output_dir)])
@@ -169,6 +171,7 @@ def test_train_again_in_the_same_folder_asks_for_resume(trained_run, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_evaluate_compares_trained_and_untrained_on_held_out_games(trained_run, capsys):
     output_dir, _ = trained_run
     checkpoint = output_dir / "checkpoint-1"
@@ -184,6 +187,7 @@ def test_evaluate_compares_trained_and_untrained_on_held_out_games(trained_run, 
     assert "evaluate --checkpoint" in (output_dir / "evaluate.log").read_text()
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_evaluate_refuses_seeds_the_run_trained_on(trained_run, capsys):
     output_dir, _ = trained_run
     argv = ["evaluate", "--checkpoint", str(output_dir / "checkpoint-1"), "--seed", "3407", "--games", "2"]
@@ -205,6 +209,7 @@ def test_play_checkpoint_watches_the_best_held_out_strategy(tmp_path, capsys):
     assert last.startswith("stalled: ") and "seed 1000000005" in last
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_the_notebook_after_the_cli_exports_the_run_not_a_fresh_adapter(
     trained_run, tiny_model_dir, tmp_path
 ):
@@ -233,6 +238,7 @@ def test_the_notebook_after_the_cli_exports_the_run_not_a_fresh_adapter(
         export_model(fresh, tokenizer, config, "lora", tmp_path / "export-lora")
 
 
+@pytest.mark.slow  # trains a run first (about 15 s)
 def test_export_writes_a_checked_lora_adapter(trained_run, capsys):
     output_dir, _ = trained_run
     assert cli.main(["export", "--checkpoint", str(output_dir / "checkpoint-1"), "--format", "lora"]) == 0

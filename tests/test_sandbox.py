@@ -503,6 +503,7 @@ def test_default_call_limit_is_half_a_second():
     assert 0.5 <= elapsed < 1.5
 
 
+@pytest.mark.slow  # waits out the five seconds
 def test_default_game_limit_is_five_seconds():
     slow_moves = textwrap.dedent(
         """\
