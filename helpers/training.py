@@ -14,10 +14,11 @@ the completions with the function extracted from each: the before/after picture 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -281,13 +282,34 @@ def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
 
 def _logs_beside_the_bar(progress: bool) -> Any:
     """While the progress bar is live, console log lines go through the bar's own writer (never glued to it)."""
-    import contextlib
-
     if not progress:
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("helpers")])
+
+
+REPEATED_NOTICES = ("Both `max_new_tokens`",)
+"""transformers notices that a generate call raises at every step of a GRPO run: on the Unsloth path
+"Both `max_new_tokens` (=200) and `max_length`(=131072) seem to have been set", which is harmless
+(`max_new_tokens` wins) and would add a line a step to the console and the log."""
+
+
+class _DropRepeatedNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(REPEATED_NOTICES)
+
+
+@contextlib.contextmanager
+def _without_repeated_notices() -> Iterator[None]:
+    """Drop `REPEATED_NOTICES` from transformers' generation logger while training."""
+    logger = logging.getLogger("transformers.generation.utils")
+    dropped = _DropRepeatedNotices()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
 
 
 def for_this_process(config: Config) -> Config:
@@ -381,7 +403,7 @@ def train(
         f", resuming from {checkpoint.name}" if checkpoint else "",
     )
     started = time.perf_counter()
-    with _logs_beside_the_bar(progress):
+    with _logs_beside_the_bar(progress), _without_repeated_notices():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     set_trained_steps(model, trainer.state.global_step)

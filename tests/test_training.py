@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -356,3 +357,15 @@ def test_log_lines_go_through_the_progress_bar_not_after_it(capsys):
     err = capsys.readouterr().err
     assert "\rstep 1/3 reward 0.500\n" in err  # the bar's line was cleared first, not written onto
     assert "after the bar\n" in err  # the console handler is back once training ends
+
+
+def test_a_notice_generate_repeats_every_step_is_dropped_while_training(caplog):
+    from helpers.training import _without_repeated_notices
+
+    logger = logging.getLogger("transformers.generation.utils")
+    with caplog.at_level(logging.WARNING), _without_repeated_notices():
+        logger.warning("Both `max_new_tokens` (=200) and `max_length`(=131072) seem to have been set.")
+        logger.warning("some other notice")
+    logger.warning("Both `max_new_tokens` after training")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["some other notice", "Both `max_new_tokens` after training"]
