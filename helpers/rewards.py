@@ -120,7 +120,33 @@ class Verdict:
         return "; ".join(parts)
 
 
-_cache: OrderedDict[tuple, Verdict] = OrderedDict()
+class VerdictCache:
+    """The verdicts of recent completions, so the reward functions of one step play its games once.
+
+    Bounded: the least recently used are dropped past `CACHE_SIZE`. `reward_functions` gives the
+    functions it binds one cache; a reward function called on its own plays its games afresh.
+    """
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple, Verdict] = OrderedDict()
+
+    def get(self, key: tuple) -> Verdict | None:
+        return self.entries.get(key)
+
+    def put(self, key: tuple, verdict: Verdict) -> None:
+        self.entries[key] = verdict
+        self.entries.move_to_end(key)
+        while len(self.entries) > CACHE_SIZE:
+            self.entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a copy in another process starts empty: the verdicts are only a shortcut
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.entries = OrderedDict()
 
 
 def _outcome(result: GameResult) -> str:
@@ -165,11 +191,17 @@ def _static_verdict(text: str | None, config: Config) -> Verdict:
     return Verdict(source if len(source) <= MAX_SOURCE_CHARS else None, check, ())
 
 
-def verdicts(completions: list[Any], config: Config, seeds: Sequence[int] | None = None) -> list[Verdict]:
-    """The verdict of each completion: extracted, checked, and played (cached; new ones in one batch).
+def verdicts(
+    completions: list[Any],
+    config: Config,
+    seeds: Sequence[int] | None = None,
+    cache: VerdictCache | None = None,
+) -> list[Verdict]:
+    """The verdict of each completion: extracted, checked, and played (those not in `cache`, in one batch).
 
     Every completion plays the games of `seeds` (step 0's training games when None).
     """
+    cache = VerdictCache() if cache is None else cache
     seeds = tuple(training_seeds(config.rewards, 0) if seeds is None else seeds)
     settings = (config.game, config.sandbox, seeds)
     texts = [_completion_text(completion) for completion in completions]
@@ -182,7 +214,7 @@ def verdicts(completions: list[Any], config: Config, seeds: Sequence[int] | None
         )
         key = (digest, settings)
         keys.append(key)
-        verdict = _cache.get(key)
+        verdict = cache.get(key)
         if verdict is None:
             verdict = _static_verdict(text, config)
             if verdict.check is not None and verdict.check.verdict == "ok" and verdict.source is not None:
@@ -195,10 +227,7 @@ def verdicts(completions: list[Any], config: Config, seeds: Sequence[int] | None
                 verdict = found[index]
                 found[index] = Verdict(verdict.source, verdict.check, tuple(results))
     for key, verdict in zip(keys, found, strict=True):
-        _cache[key] = verdict
-        _cache.move_to_end(key)
-    while len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
+        cache.put(key, verdict)
     return found
 
 
@@ -263,13 +292,14 @@ def _score(
 ) -> tuple[list[float], list[Verdict] | None, tuple[int, ...]]:
     """Rewards for every completion, never raising: on an internal failure every completion gets 0.
 
-    The games are `seeds`, or the training step's (`training_seeds`) when None.
+    The games are `seeds`, or the training step's (`training_seeds`) when None; TRL's keywords may
+    carry the `verdict_cache` that `BoundReward` passes.
     """
     items = _as_list(completions)
     active = config if isinstance(config, Config) else Config()
     played = tuple(training_seeds(active.rewards, _step(kwargs)) if seeds is None else seeds)
     try:
-        found = verdicts(items, active, played)
+        found = verdicts(items, active, played, kwargs.get("verdict_cache"))
         return [float(value(verdict, active, played)) for verdict in found], found, played
     except Exception:  # noqa: BLE001 - the trainer must never die because of a reward
         _log.exception("reward evaluation failed; every completion of this batch gets 0")
@@ -431,14 +461,16 @@ class BoundReward:
     same reason); `__name__` is the function's, which TRL logs as `rewards/<name>/mean`.
     """
 
-    def __init__(self, function: Reward, config: Config) -> None:
+    def __init__(self, function: Reward, config: Config, cache: VerdictCache | None = None) -> None:
         self.function = function
         self.config = config
+        self.cache = VerdictCache() if cache is None else cache
         self.__name__ = function.__name__
         self.__doc__ = function.__doc__
 
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float]:
         kwargs.pop("config", None)
+        kwargs["verdict_cache"] = self.cache
         return self.function(completions, config=self.config, **kwargs)
 
     def __repr__(self) -> str:
@@ -449,12 +481,14 @@ def reward_functions(config: Config) -> list[Reward]:
     """The reward functions for TRL's `GRPOTrainer(reward_funcs=...)`, bound to `config`.
 
     Each keeps its module-level name, which TRL logs as `rewards/<name>/mean`; `strategy_graded` is
-    included when `config.rewards.graded` is set.
+    included when `config.rewards.graded` is set. They share one `VerdictCache`, so a step's games are
+    played once for all of them.
     """
     chosen = [function_works, no_cheating, strategy_succeeds]
     if config.rewards.graded:
         chosen.append(strategy_graded)
-    return [BoundReward(function, config) for function in chosen]
+    cache = VerdictCache()
+    return [BoundReward(function, config, cache) for function in chosen]
 
 
 def explain(
@@ -470,12 +504,16 @@ def explain(
     """
     active = config if isinstance(config, Config) else Config()
     items = _as_list(completions)
-    columns = {name: _score(items, active, value, {}, seeds)[0] for name, value in _values(active).items()}
+    cache = VerdictCache()
+    shared = {"verdict_cache": cache}
+    columns = {
+        name: _score(items, active, value, shared, seeds)[0] for name, value in _values(active).items()
+    }
     rows = []
     for index in range(len(items)):
         row: dict[str, Any] = {name: values[index] for name, values in columns.items()}
         try:
-            verdict = verdicts([items[index]], active, seeds)[0]
+            verdict = verdicts([items[index]], active, seeds, cache)[0]
             row |= {
                 "outcome": ", ".join(verdict.outcomes),
                 "reason": verdict.reason,

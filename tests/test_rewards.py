@@ -159,14 +159,17 @@ def test_games_are_played_once_per_step_and_not_again(monkeypatch):
         return real(sources, *args, **kwargs)
 
     monkeypatch.setattr(rewards, "play_batch", counting)
-    rewards._cache.clear()
     completions = [fenced(RANDOM_VALID), fenced(function("return 'u'\n")), fenced(function("return 'x'\n"))]
-    for f in reward_functions(CONFIG):
+    functions = reward_functions(CONFIG)
+    for f in functions:
         trl_call(f, completions)
     assert len(calls) == 1 and len(calls[0]) == 3
-    for f in reward_functions(CONFIG):
+    for f in functions:
         trl_call(f, completions)
     assert len(calls) == 1
+    for f in reward_functions(CONFIG):  # another run's functions: their own cache
+        trl_call(f, completions)
+    assert len(calls) == 2
 
 
 def test_all_completions_of_a_call_play_the_same_seeds(played_seeds):
@@ -278,14 +281,15 @@ def test_an_internal_failure_gives_every_completion_zero(monkeypatch):
         raise OSError("cannot start workers")
 
     monkeypatch.setattr(rewards, "play_batch", broken)
-    rewards._cache.clear()
     assert strategy_succeeds([fenced(RANDOM_VALID), "text"], CONFIG) == [0.0, 0.0]
 
 
 def test_the_cache_stays_bounded(monkeypatch):
     monkeypatch.setattr(rewards, "CACHE_SIZE", 5)
-    function_works([f"no code {i}" for i in range(20)], CONFIG)
-    assert len(rewards._cache) <= 5
+    cache = rewards.VerdictCache()
+    rewards.verdicts([f"no code {i}" for i in range(20)], CONFIG, cache=cache)
+    assert len(cache) == 5
+    assert cache.get(next(reversed(cache.entries))) is not None  # the latest are kept
 
 
 def test_graded_reward_separates_strategies_random_play_cannot():
@@ -342,16 +346,16 @@ def played_seeds(monkeypatch):
         return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
 
     monkeypatch.setattr(rewards, "play_batch", fake)
-    rewards._cache.clear()
     return seen
 
 
 def test_every_step_plays_new_games_and_a_step_plays_the_same_ones(played_seeds):
     config = Config(rewards=RewardConfig(seed=100, games_per_completion=2))
     completions = [fenced(function("return 'a'\n")), fenced(function("return 'u'\n"))]
+    succeeds = reward_functions(config)[2]
     for step in (0, 0, 1, 7):
-        strategy_succeeds(completions, config, trainer_state=SimpleNamespace(global_step=step))
-    # step 0 twice: its verdicts come from the cache, keyed on the seeds; new steps play new games
+        succeeds(completions, trainer_state=SimpleNamespace(global_step=step))
+    # step 0 twice: its verdicts come from the functions' cache, keyed on the seeds; new steps play new games
     assert played_seeds == [(100, 101), (102, 103), (114, 115)]
 
 
@@ -383,7 +387,6 @@ def test_an_answer_that_is_no_key_earns_less_than_any_legal_game(monkeypatch, in
         return [[by_source[source.split("# ")[1].strip()] for _ in seeds] for source in sources]
 
     monkeypatch.setattr(rewards, "play_batch", fake)
-    rewards._cache.clear()
     names = [*LEGAL, invalid]
     completions = [fenced(function(f"return 'a'  # {name}\n")) for name in names]
     config = Config(rewards=RewardConfig(games_per_completion=1))
@@ -406,6 +409,10 @@ def test_bound_rewards_pickle_and_keep_their_names():
         copy = pickle.loads(pickle.dumps(bound))
         assert copy.__name__ == bound.__name__
         assert copy(["no code"]) == bound(["no code"])
+    functions = reward_functions(CONFIG)
+    functions[0](["no code"])
+    copies = pickle.loads(pickle.dumps(functions))
+    assert len(copies[0].cache) == 0 and copies[0].cache is copies[2].cache  # one cache, sent empty
 
 
 # --- the completions log ---------------------------------------------------------------------------
