@@ -222,7 +222,7 @@ class BoardWidget(widgets.VBox):
         if self.strategy is None:
             return self._stop("no strategy to watch: call watch(strategy) first")
         if self.game.state() != "ongoing":
-            return self._stop(f"the game is over ({self.game.state()}): press New game to play again")
+            return self._stop(self._over())
         try:
             key = (
                 self._next_replayed_key(self.strategy)
@@ -299,7 +299,7 @@ class BoardWidget(widgets.VBox):
     def _play(self, key: str) -> bool:
         """Play a person's key (one of the key map's) on the game and show it."""
         if self.game.state() != "ongoing":
-            self.last_message = f"the game is over ({self.game.state()}): press New game to play again"
+            self.last_message = self._over()
             self._render()
             return False
         moved = self.game.do_action(key)
@@ -325,6 +325,10 @@ class BoardWidget(widgets.VBox):
         if self.game.state() != "ongoing":
             message += f": game over, {self.game.state()} at move {self.game.moves}"
         return message
+
+    def _over(self) -> str:
+        """What a move after the end says (a late tick of ▶ too): the end stays in view, "game over" included."""
+        return f"game over ({self.game.state()}) at move {self.game.moves}: press New game to play again"
 
     def _keys_hint(self) -> str:
         return " ".join(f"{self.game.key_for(direction)} {ARROWS[direction]}" for direction in DIRECTIONS)

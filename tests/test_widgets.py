@@ -111,7 +111,7 @@ def test_after_the_game_ends_presses_change_nothing():
     before = board.game.board()
     assert board.buttons["left"].click() is None
     assert board.game.board() == before
-    assert "the game is over (failed): press New game to play again" in board.status.value
+    assert "game over (failed) at move" in board.status.value
 
 
 def test_the_last_move_of_a_game_says_the_game_is_over():
@@ -247,7 +247,7 @@ def test_play_after_the_game_is_over_says_so_and_stops_the_player():
     board.player.value += 1
     assert board.player.playing is False
     assert board.game.moves == 0
-    assert "the game is over (failed): press New game to play again" in board.status.value
+    assert "game over (failed) at move" in board.status.value
 
 
 def test_play_after_a_watched_game_ends_says_so():
@@ -258,7 +258,7 @@ def test_play_after_a_watched_game_ends_says_so():
     board.player.playing = True
     board.player.value += 1
     assert board.player.playing is False
-    assert f"the game is over ({board.game.state()})" in board.status.value
+    assert f"game over ({board.game.state()}) at move {board.game.moves}" in board.status.value
 
 
 @pytest.mark.parametrize("keymap", ["bepo", "wasd"])
@@ -347,7 +347,7 @@ def test_to_the_end_returns_the_moves_it_played_and_then_says_the_game_is_over()
     board.step()
     assert board.play_to_end() == board.game.moves - 1
     assert board.play_to_end() == 0
-    assert f"the game is over ({board.game.state()})" in board.status.value
+    assert f"game over ({board.game.state()}) at move {board.game.moves}" in board.status.value
 
 
 def test_to_the_end_replays_the_game_the_sandbox_judged():
