@@ -113,8 +113,10 @@ class _Imports:
     def copy_of(self, module: types.ModuleType) -> types.ModuleType:
         """A fresh module object with the public members (changing it changes nothing shared).
 
-        Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, and members that
-        are modules outside the allow-list (so `typing.sys` is absent).
+        Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
+        are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
+        called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
+        and `__match_args__` that let a `match` class pattern read any attribute by name).
         """
         name = module.__name__
         if name in self.copies:
@@ -123,6 +125,8 @@ class _Imports:
         self.copies[name] = copy
         for key, value in list(vars(module).items()):
             if key.startswith("_") or key in STRING_DRIVEN_MEMBERS:
+                continue
+            if isinstance(value, type) and issubclass(value, type):
                 continue
             if isinstance(value, types.ModuleType):
                 if not self._is_allowed(value.__name__):

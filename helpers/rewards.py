@@ -180,6 +180,15 @@ def _completion_text(completion: object) -> str | None:
 
 
 def _static_verdict(text: str | None, config: Config) -> Verdict:
+    """Extract and check one completion; a failure there is this completion's alone (it counts as missing)."""
+    try:
+        return _read_and_check(text, config)
+    except Exception as exc:  # noqa: BLE001 - one hostile completion must not zero its batch
+        _log.warning("could not read a completion (%s); it counts as missing", type(exc).__name__)
+        return Verdict(None, None, (), f"could not be read ({type(exc).__name__})")
+
+
+def _read_and_check(text: str | None, config: Config) -> Verdict:
     if text is None:
         return Verdict(None, None, (), "the completion is not text")
     if len(text) > MAX_COMPLETION_CHARS:

@@ -101,13 +101,25 @@ def _attribute_problems(name: str) -> list[str]:
     return []
 
 
+MAX_TEMPLATE_NESTING = 4
+"""Format specs nested deeper than this are refused (Python itself formats two levels at most)."""
+
+
 def _template_fields(template: str) -> Iterable[str]:
-    """The field names of a `str.format` template, nested ones (in format specs) included."""
-    for _, field, spec, _ in string.Formatter().parse(template):
-        if field is not None:
-            yield field
-        if spec:
-            yield from _template_fields(spec)
+    """The field names of a `str.format` template, nested ones (in format specs) included.
+
+    Iterative, so a hostile nesting cannot exhaust the stack; `ValueError` past `MAX_TEMPLATE_NESTING`.
+    """
+    pending = [(template, 0)]
+    while pending:
+        text, depth = pending.pop()
+        if depth > MAX_TEMPLATE_NESTING:
+            raise ValueError("format specs nested too deep")
+        for _, field, spec, _ in string.Formatter().parse(text):
+            if field is not None:
+                yield field
+            if spec:
+                pending.append((spec, depth + 1))
 
 
 def _format_problems(receiver: ast.expr) -> list[str]:
@@ -282,12 +294,15 @@ def _check_text(source: str, allowed: tuple[str, ...]) -> StaticCheck:
         where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
         message = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
         return StaticCheck("syntax_error", printable(f"{where}{message}")[:300], False)
-    stores = any(
-        isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store | ast.Del)
-        for node in ast.walk(tree)
-    )
-    shape = _shape_problem(tree)
-    forbidden = _forbidden(tree, table, allowed)
+    try:
+        stores = any(
+            isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store | ast.Del)
+            for node in ast.walk(tree)
+        )
+        shape = _shape_problem(tree)
+        forbidden = _forbidden(tree, table, allowed)
+    except (RecursionError, MemoryError) as exc:  # a check must judge every source, never raise
+        return StaticCheck("syntax_error", f"too deeply nested to check ({type(exc).__name__})", False)
     if forbidden:
         return StaticCheck("forbidden", printable(forbidden), shape is None, stores)
     if shape:

@@ -20,7 +20,14 @@ import pytest
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
 from helpers.rewards import no_cheating
-from helpers.sandbox import _play_unchecked, check_source, execute_strategy, get_pool, play_batch
+from helpers.sandbox import (
+    _play_unchecked,
+    check_source,
+    execute_strategy,
+    extract_function,
+    get_pool,
+    play_batch,
+)
 
 FAST = SandboxConfig(call_timeout=0.2, game_timeout=1.0)
 """Short limits; the pool itself (size, memory cap) is the default one."""
@@ -532,3 +539,43 @@ def test_hole_d_a_no_op_move_stalls_at_once():
     result = execute_strategy("def strategy(board):\n    return 'é'\n", game)
     assert (result.state, result.steps) == ("stalled", SandboxConfig().stall_moves)
     assert time.perf_counter() - start < 1.0  # the original spun for 5 s
+
+
+# --- red team round 3 -------------------------------------------------------------------------------
+
+METACLASS_MATCH = """
+import typing
+def strategy(board):
+    def attr(obj, name):
+        K = typing.ABCMeta("K", (), {"__subclasshook__": classmethod(lambda cls, other: True), "__match_args__": (name,)})
+        match obj:
+            case K(value):
+                return value
+    g = attr(attr(attr(attr(print, "__self__"), "print"), "__func__"), "__globals__")
+    return "a" if "os" in g else "u"
+"""
+
+
+def test_module_copies_hold_no_metaclass_to_build_a_class_from_strings():
+    from helpers.config import Config
+    from helpers.rewards import reward_functions
+
+    completion = [[{"role": "assistant", "content": f"```python\n{METACLASS_MATCH}\n```"}]]
+    works, clean, succeeds = (f(completion) for f in reward_functions(Config()))
+    result = play_batch([METACLASS_MATCH], seeds=[1])[0][0]
+    assert result.state == "error" and "ABCMeta" in result.error, result
+    assert succeeds[0] < 0
+
+
+def test_a_deeply_nested_format_template_is_judged_alone_not_the_whole_batch():
+    from helpers.config import Config
+    from helpers.rewards import reward_functions
+
+    honest = "```python\ndef strategy(board):\n    return 'a'\n```"
+    hostile = (
+        "```python\ndef strategy(board):\n    return " + repr("{:" * 3000 + "}" * 3000) + ".format(1)\n```"
+    )
+    alone = [f([honest]) for f in reward_functions(Config())]
+    together = [f([honest, hostile]) for f in reward_functions(Config())]
+    assert [values[0] for values in together] == [values[0] for values in alone]
+    assert check_source(extract_function(hostile)).verdict in ("forbidden", "syntax_error")
