@@ -34,6 +34,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from helpers.metrics import metrics_path, read_metrics  # noqa: E402  (after the path above)
+from helpers.runs import saved_config  # noqa: E402
 
 
 def processes_of(args: list[str]) -> int:
@@ -50,22 +55,18 @@ def summarise(
     label: str, args: list[str], run_dir: Path, wall_s: float, started: float, rc: int
 ) -> dict[str, Any]:
     """One run's figures from its own `metrics.jsonl` and `run_config.json`."""
-    metrics_path = run_dir / "metrics.jsonl"
-    rows = (
-        [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.is_file() else []
-    )
-    steps = [row for row in rows if "step_time" in row]
+    steps = [row for row in read_metrics(metrics_path(run_dir)) if "step_time" in row]
     summary: dict[str, Any] = {"label": label, "args": shlex.join(args), "rc": rc, "wall_s": round(wall_s, 1)}
     if not steps:
         return summary | {"error": "no step was logged (see the log)"}
-    training = json.loads((run_dir / "run_config.json").read_text())["training"]
+    training = saved_config(run_dir).training
     processes = processes_of(args)
-    per_step = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * processes
+    per_step = training.per_device_train_batch_size * training.gradient_accumulation_steps * processes
     steady = [row["step_time"] for row in steps[1:]]
     summary |= {
         "processes": processes,
         "completions_per_step": per_step,
-        "max_completion_length": training["max_completion_length"],
+        "max_completion_length": training.max_completion_length,
         "first_step_end_s": round(steps[0]["time"] - started, 1),
         "first_step_s": round(steps[0]["step_time"], 1),
         "steps": len(steps),
