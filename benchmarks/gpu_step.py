@@ -407,6 +407,14 @@ PROBE_STRATEGIES = [
 """Completions for the reward probe: the kinds of answer a trained model gives, good and bad."""
 
 
+def probe_texts(group: int, strategies: list[str] = PROBE_STRATEGIES) -> list[str]:
+    """`group` completions cycling through `strategies`, each one unique (a comment naming its index)."""
+    return [
+        strategies[i % len(strategies)].replace("(board):\n", f"(board):\n    # sample {i}\n") + f"\n{i}"
+        for i in range(group)
+    ]
+
+
 def reward_probe(group: int) -> dict[str, Any]:
     """Time the reward functions on one step's worth (`group`) of realistic completions.
 
@@ -414,11 +422,7 @@ def reward_probe(group: int) -> dict[str, Any]:
     makes the probe cheaper than a real step, where sampled completions all differ.
     """
     functions, source = reward_functions()
-    texts = [
-        PROBE_STRATEGIES[i % len(PROBE_STRATEGIES)].replace("(board):\n", f"(board):\n    # sample {i}\n")
-        + f"\n{i}"
-        for i in range(group)
-    ]
+    texts = probe_texts(group)
     completions = [[{"role": "assistant", "content": text}] for text in texts]
     timings = []
     for round_ in range(2):

@@ -52,7 +52,7 @@ class SandboxConfig:
     stall_moves: int = 32
     """Consecutive moves that change nothing before the game ends as `stalled` (a random mover hits 8 by chance)."""
     max_workers: int = 0
-    """Worker processes in the pool; 0 means one per CPU core, at most 8."""
+    """Worker processes in the pool; 0 means one per CPU core (of this process's share of the machine), at most 32."""
     max_output_chars: int = 2000
     """Printed output a strategy may produce before it is cut off."""
     allowed_imports: tuple[str, ...] = (

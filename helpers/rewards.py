@@ -13,7 +13,7 @@ Three rewards, the original table; the values are `helpers.config.RewardConfig`'
 | `strategy_succeeds` | `success` | the game was won (the mean over `games_per_completion` games) |
 | | `failed` | the game was played to its end by the rules and lost |
 | | `invalid` | the game ended on an answer that is no key: an invalid key, "", a non-string |
-| | `timeout` | a timeout, or stalled (repeated moves that change nothing) |
+| | `timeout` | out of time (its later games are then not played: timeouts too), or stalled |
 | | `error` | the strategy raised |
 | | `not_executed` | not executed: nothing extracted, a syntax error, or rejected by the checks |
 
@@ -230,7 +230,7 @@ def verdicts(
                 to_play.setdefault(verdict.source, []).append(index)
         found.append(verdict)
     if to_play:
-        played = play_batch(list(to_play), config.game, seeds, config.sandbox)
+        played = play_batch(list(to_play), config.game, seeds, config.sandbox, stop_at_timeout=True)
         for indices, results in zip(to_play.values(), played, strict=True):
             for index in indices:
                 verdict = found[index]

@@ -40,7 +40,16 @@ from helpers.config import GameConfig, SandboxConfig
 from helpers.game import GameBoard, from_config, play_keys
 from helpers.sandbox_checks import MAX_SOURCE_CHARS, StaticCheck, check_source
 from helpers.sandbox_extract import extract_function
-from helpers.sandbox_pool import Job, Outcome, Walls, WorkerPool, get_pool, shutdown_pool
+from helpers.sandbox_pool import (
+    SKIPPED,
+    Job,
+    Outcome,
+    Walls,
+    WorkerPool,
+    auto_workers,
+    get_pool,
+    shutdown_pool,
+)
 from helpers.sandbox_rules import (
     AUDIT_EXIT,
     FORBIDDEN_ATTRIBUTES,
@@ -60,6 +69,7 @@ __all__ = [
     "StaticCheck",
     "Walls",
     "WorkerPool",
+    "auto_workers",
     "check_source",
     "execute_strategy",
     "extract_function",
@@ -237,6 +247,7 @@ def play_batch(
     game_config: GameConfig | None = None,
     seeds: Iterable[int] = (0,),
     sandbox_config: SandboxConfig | None = None,
+    stop_at_timeout: bool = False,
 ) -> list[list[GameResult]]:
     """Play every source on every seeded game, each game in a process of its own, in parallel.
 
@@ -250,6 +261,10 @@ def play_batch(
         game_config: the game variant (the default `GameConfig` when None).
         seeds: one game per seed.
         sandbox_config: the limits (the default `SandboxConfig` when None).
+        stop_at_timeout: the rewards' rule: a strategy plays its games in the seeds' order and stops at
+            the first that runs out of time; the later ones count as `timeout` ("not played"), whether
+            or not they were started. It saves the pool from waiting out the limits of a strategy that
+            hangs once per game.
 
     Returns:
         `results[i][j]`: source i on seed j. Example: `play_batch([src], seeds=[1, 2])[0][1].state`.
@@ -258,12 +273,13 @@ def play_batch(
     game_config = game_config or GameConfig()
     seeds = list(seeds)
     results: list[list[GameResult | None]] = [[None] * len(seeds) for _ in sources]
+    out_of_time: list[int] = [len(seeds)] * len(sources)  # each source's first game stopped for time
+    checks = [check_source(source, limits) for source in sources]
     jobs: list[Job] = []
     places: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    for i, source in enumerate(sources):
-        check = check_source(source, limits)
-        for j, seed in enumerate(seeds):
-            if check.verdict != "ok":
+    for j, seed in enumerate(seeds):  # every source's first game before any second: see stop_at_timeout
+        for i, (source, check) in enumerate(zip(sources, checks, strict=True)):
+            if check.verdict != "ok" or source is None:
                 results[i][j] = _rejected(check, from_config(game_config, seed))
                 continue
             if (source, seed) not in places:
@@ -271,9 +287,17 @@ def play_batch(
                 jobs.append(Job(source, from_config(game_config, seed), limits))
             places[source, seed].append((i, j))
     if jobs:
-        outcomes = get_pool(limits).run(jobs)
+        outcomes = get_pool(limits).run(jobs, stop_at_timeout)
         for job, outcome, spots in zip(jobs, outcomes, places.values(), strict=True):
-            result = _judge(job.game, outcome, limits.stall_moves)
+            result = None if outcome.end == SKIPPED else _judge(job.game, outcome, limits.stall_moves)
             for i, j in spots:
                 results[i][j] = result
+                if outcome.end == "timeout":
+                    out_of_time[i] = min(out_of_time[i], j)
+    if stop_at_timeout:
+        for i, first in enumerate(out_of_time):
+            for j in range(first + 1, len(seeds)):
+                game = from_config(game_config, seeds[j])
+                reason = f"not played: the strategy ran out of time in game {first + 1} of {len(seeds)}"
+                results[i][j] = GameResult("timeout", 0, game.score(), game.max_tile(), reason)
     return [[result for result in row if result is not None] for row in results]

@@ -57,6 +57,10 @@ from helpers.sandbox_rules import (
 
 MAX_RESULT_BYTES = 1 << 20
 """A job sending a larger message is killed: it is not the job the template started."""
+MAX_AUTO_WORKERS = 32
+"""The most worker processes `max_workers=0` starts: one per core of this process's share, up to this."""
+SKIPPED = "skipped"
+"""An `Outcome.end` for a job left unplayed by `WorkerPool.run(..., stop_at_timeout=True)`."""
 STARTUP_TIMEOUT = 30.0
 """Seconds a new template may take to say it is ready."""
 _BOOT = "import sys; sys.path.insert(0, {root!r}); from helpers._sandbox_worker import main; main()"
@@ -319,7 +323,7 @@ class WorkerPool:
     """A template process that forks a fresh, walled process for every game; see the module docstring."""
 
     def __init__(self, config: SandboxConfig) -> None:
-        self.size = config.max_workers or min(_cpu_count(), 8)
+        self.size = config.max_workers or auto_workers()
         self.config = config
         self.owner = os.getpid()
         self.lock = threading.Lock()
@@ -337,18 +341,20 @@ class WorkerPool:
         assert self.template is not None
         return self.template.process.pid
 
-    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Play every job, up to `size` at once; outcomes in the jobs' order.
+    def run(self, jobs: Sequence[Job], stop_at_timeout: bool = False) -> list[Outcome]:
+        """Play every job, up to `size` at once, in the given order; outcomes in the jobs' order.
 
-        A job that cannot be sent (see `job_data`) raises before any is played. Whatever ends a batch
-        early (an exception, a KeyboardInterrupt), its running jobs are killed.
+        With `stop_at_timeout`, once a job of a source runs out of time its source's jobs not yet
+        started are not played: their outcome's `end` is `SKIPPED`. A job that cannot be sent (see
+        `job_data`) raises before any is played. Whatever ends a batch early (an exception, a
+        KeyboardInterrupt), its running jobs are killed.
         """
         tokens = [secrets.token_bytes(TOKEN_BYTES) for _ in jobs]
         data = [job_data(job, token) for job, token in zip(jobs, tokens, strict=True)]
         with self.lock:
             if self.template is None:
                 raise RuntimeError("this worker pool is closed; get_pool() starts a new one")
-            return _Batch(self, list(jobs), data, tokens).run()
+            return _Batch(self, list(jobs), data, tokens, stop_at_timeout).run()
 
     def restart(self) -> None:
         """Replace a template that has gone."""
@@ -366,8 +372,11 @@ class WorkerPool:
 class _Batch:
     """One `WorkerPool.run`: start jobs, collect what they leave, enforce the limits."""
 
-    def __init__(self, pool: WorkerPool, jobs: list[Job], data: list[bytes], tokens: list[bytes]) -> None:
+    def __init__(
+        self, pool: WorkerPool, jobs: list[Job], data: list[bytes], tokens: list[bytes], stop_at_timeout: bool
+    ) -> None:
         self.pool = pool
+        self.stop_at_timeout = stop_at_timeout
         self.jobs = jobs
         self.data = data
         self.tokens = tokens
@@ -535,6 +544,22 @@ class _Batch:
                 self._finish(running, "timeout", f"a call to strategy ran over {limits.call_timeout:g} s")
             elif now - running.dispatched > limits.game_timeout:
                 self._finish(running, "timeout", f"the game ran over {limits.game_timeout:g} s")
+            else:
+                continue
+            if self.stop_at_timeout:
+                self._skip_source(self.jobs[running.index].source)
+
+    def _skip_source(self, source: str) -> None:
+        """Leave unplayed the jobs of `source` not yet started (it ran out of time in another game)."""
+        kept: deque[int] = deque()
+        for index in self.pending:
+            if self.jobs[index].source == source:
+                self.outcomes[index] = Outcome(
+                    [], SKIPPED, "not played: the strategy ran out of time", "", None
+                )
+            else:
+                kept.append(index)
+        self.pending = kept
 
 
 def _call_started(page: mmap.mmap) -> float:
@@ -578,8 +603,18 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def auto_workers(processes: int = 1) -> int:
+    """The pool size `max_workers=0` means: one worker per CPU core of this process's share.
+
+    `processes` training processes on one machine split its cores (`helpers.training.for_this_process`);
+    the trainer itself only waits while the games run, so it needs no core of its own. At least 1, at
+    most `MAX_AUTO_WORKERS`.
+    """
+    return max(1, min(MAX_AUTO_WORKERS, _cpu_count() // max(1, processes)))
+
+
 def _pool_key(config: SandboxConfig) -> tuple:
-    size = config.max_workers or min(_cpu_count(), 8)
+    size = config.max_workers or auto_workers()
     return (size, tuple(config.allowed_imports), tuple(config.os_walls), config.unprivileged_id)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -316,13 +315,13 @@ def for_this_process(config: Config) -> Config:
     """The settings one of several training processes runs with: its share of the CPU cores for the reward pool.
 
     With `sandbox.max_workers` 0 (automatic), each of N processes on a machine gets cores / N workers
-    (at most 8, at least 1), so that the pools of all the GPUs' processes do not fight over the cores.
+    (`helpers.sandbox_pool.auto_workers`), so that the pools of all the GPUs' processes do not fight over
+    the cores.
     """
     processes = local_processes()
     if config.sandbox.max_workers or processes == 1:
         return config
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = max(1, min(8, cores // processes))
+    share = sandbox.auto_workers(processes)
     return replace(config, sandbox=replace(config.sandbox, max_workers=share))
 
 

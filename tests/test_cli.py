@@ -331,17 +331,22 @@ def test_processes_launch_the_same_training_through_accelerate():
 
 def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch):
     from helpers.config import make_config
+    from helpers.sandbox import auto_workers
+    from helpers.sandbox_pool import MAX_AUTO_WORKERS
     from helpers.training import for_this_process
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     config = make_config("h100")
-    assert for_this_process(config) == config  # alone: the pool sizes itself
+    assert for_this_process(config) == config  # alone: the pool sizes itself, one worker a core
+    assert auto_workers() == 16 and auto_workers(2) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert for_this_process(config).sandbox.max_workers == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert for_this_process(config).sandbox.max_workers == 1
     chosen = make_config("h100", sandbox={"max_workers": 3})
     assert for_this_process(chosen).sandbox.max_workers == 3  # a number the user chose stays
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
+    assert auto_workers() == MAX_AUTO_WORKERS == 32
 
 
 def test_the_group_of_processes_is_closed_before_exit(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from helpers.rewards import (
     reward_functions,
     strategy_graded,
     strategy_succeeds,
+    verdicts,
 )
 from helpers.sandbox import GameResult
 
@@ -179,7 +180,7 @@ def test_all_completions_of_a_call_play_the_same_seeds(played_seeds):
 
 
 def test_several_games_per_completion_are_averaged(monkeypatch):
-    def fake(sources, game_config, seeds, sandbox_config):
+    def fake(sources, game_config, seeds, sandbox_config, stop_at_timeout):
         return [[GameResult("success", 9, 0, 2048), GameResult("failed", 9, 0, 64)] for _ in sources]
 
     monkeypatch.setattr(rewards, "play_batch", fake)
@@ -188,7 +189,7 @@ def test_several_games_per_completion_are_averaged(monkeypatch):
 
 
 def test_outcomes_are_counted_per_game(monkeypatch):
-    def fake(sources, game_config, seeds, sandbox_config):
+    def fake(sources, game_config, seeds, sandbox_config, stop_at_timeout):
         return [[GameResult("success", 9, 0, 2048), GameResult("stalled", 9, 0, 64)] for _ in sources]
 
     monkeypatch.setattr(rewards, "play_batch", fake)
@@ -223,6 +224,14 @@ def test_outcome_counts_reach_log_metric_and_log_extra():
         "outcomes/missing": 4.0,
     }
     assert len(extra["outcome"]) == len(CASES) and extra["outcome"][0].startswith("win after")
+
+
+def test_a_strategy_that_runs_out_of_time_plays_no_further_game():
+    loop = fenced(function("while True:\n    pass\n"))
+    (verdict,) = verdicts([loop], CONFIG, seeds=[5, 6])
+    assert verdict.outcomes == ["timeout", "timeout"]
+    assert verdict.results[1].error == "not played: the strategy ran out of time in game 1 of 2"
+    assert strategy_succeeds([loop], CONFIG) == [CONFIG.rewards.timeout]
 
 
 def test_only_strategy_succeeds_logs_outcomes():
@@ -341,7 +350,7 @@ def played_seeds(monkeypatch):
     """The seeds of every `play_batch` call the rewards make (each game a lost one), in order."""
     seen = []
 
-    def fake(sources, game_config, seeds, sandbox_config):
+    def fake(sources, game_config, seeds, sandbox_config, stop_at_timeout):
         seen.append(tuple(seeds))
         return [[GameResult("failed", 1, 0, 2) for _ in seeds] for _ in sources]
 
@@ -382,7 +391,7 @@ INVALID = {
 
 @pytest.mark.parametrize("invalid", list(INVALID), ids=list(INVALID))
 def test_an_answer_that_is_no_key_earns_less_than_any_legal_game(monkeypatch, invalid):
-    def fake(sources, game_config, seeds, sandbox_config):
+    def fake(sources, game_config, seeds, sandbox_config, stop_at_timeout):
         by_source = {**LEGAL, **INVALID}
         return [[by_source[source.split("# ")[1].strip()] for _ in seeds] for source in sources]
 

@@ -578,6 +578,46 @@ def test_games_run_in_parallel():
     assert time.perf_counter() - start < 0.95  # two 0.5 s timeouts side by side, not one after the other
 
 
+def _hangs_on(board: list[list[int]]) -> str:
+    """A strategy that hangs on one starting board and otherwise always moves left."""
+    return (
+        f"def strategy(board):\n    if board == {board!r}:\n        while True:\n            pass\n"
+        "    return 'a'\n"
+    )
+
+
+def test_a_strategy_stops_at_its_first_game_out_of_time():
+    one = SandboxConfig(call_timeout=0.2, game_timeout=2.0, max_workers=1)  # one game at a time: exact counts
+    hangs = _hangs_on(from_config(GameConfig(), 2).board())
+    played = play_batch([hangs], seeds=[1, 2, 3], sandbox_config=one)[0]
+    assert [result.state for result in played] == ["stalled", "timeout", "stalled"]  # every game played
+    pool = get_pool(one)
+    before = pool.jobs_started
+    stopped = play_batch([hangs], seeds=[1, 2, 3], sandbox_config=one, stop_at_timeout=True)[0]
+    assert [result.state for result in stopped] == ["stalled", "timeout", "timeout"]
+    assert stopped[0] == played[0] and stopped[1].error == played[1].error  # the games before it stand
+    assert stopped[2].error == "not played: the strategy ran out of time in game 2 of 3"
+    assert stopped[2].steps == 0 and stopped[2].keys == ()
+    assert pool.jobs_started - before == 2  # game 3 never started
+
+
+def test_every_first_game_runs_before_any_second_so_a_hang_saves_its_later_games():
+    one = SandboxConfig(call_timeout=0.2, game_timeout=2.0, max_workers=1)
+    loop = "def strategy(board):\n    while True:\n        pass\n"
+    others = [RANDOM_VALID + f"# {i}\n" for i in range(3)]
+    pool = get_pool(one)
+    before = pool.jobs_started
+    results = play_batch([*others, loop], seeds=[1, 2, 3], sandbox_config=one, stop_at_timeout=True)
+    assert [result.state for result in results[3]] == ["timeout"] * 3
+    assert results[3][0].error.startswith("a call to strategy ran over")
+    assert all(result.error.startswith("not played") for result in results[3][1:])
+    assert all(result.state in ("success", "failed") for row in results[:3] for result in row)
+    assert pool.jobs_started - before == 10  # 4 sources x 3 games, less the loop's last two
+    assert results[:3] == play_batch(
+        others, seeds=[1, 2, 3], sandbox_config=one
+    )  # the others' games unchanged
+
+
 def test_identical_sources_play_once():
     pool = get_pool(FAST)
     before = pool.jobs_started

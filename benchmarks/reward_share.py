@@ -1,0 +1,125 @@
+"""How long the rewards of one training step take, and what the pool size and the stop at a timeout save.
+
+One step's worth of completions (`--completions`, 256 as the `h100` profile generates) in the mix of
+`benchmarks/gpu_step.py`'s reward probe: a greedy strategy, a cycling one and random moves that play full
+games, a forbidden import, prose, and an infinite loop; `--loops-every N` puts the loop once in N
+(6, the probe's pessimistic mix; a larger N is a model that rarely hangs). Every completion differs
+(a comment naming its index), so nothing is played only once for several.
+
+Each variant scores the same completions through `helpers.rewards.verdicts` with an empty cache, as a
+step does, the `h100` profile's rewards (2 games a completion), in this order, each `--repeats` times:
+
+- `before`: the pool as it was, at most 8 workers, and every game played (no stop at a timeout);
+- `workers`: one worker per core (`helpers.sandbox.auto_workers`), every game played;
+- `stop`: at most 8 workers, a strategy stops at its first game out of time;
+- `now`: what training does now, both.
+
+`--step-s` gives the step the share is taken of (35.63 s: the `h100` profile's 256 completions on one
+H200, RESULTS.md). Usage, as measured in RESULTS.md:
+
+    python3 benchmarks/reward_share.py --completions 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpu_step import PROBE_STRATEGIES, probe_texts  # noqa: E402
+
+from helpers import rewards, sandbox  # noqa: E402
+from helpers.config import make_config, training_seeds  # noqa: E402
+
+LOOP = PROBE_STRATEGIES[-1]
+assert "while True" in LOOP
+
+
+def mix(loops_every: int) -> list[str]:
+    """The probe's strategies with the infinite loop once in `loops_every` (the others in turn)."""
+    others = PROBE_STRATEGIES[:-1]
+    return [
+        LOOP if i % loops_every == loops_every - 1 else others[i % len(others)] for i in range(loops_every)
+    ]
+
+
+def timed(texts: list[str], workers: int, stop: bool) -> float:
+    """Seconds for the verdicts of `texts` with a pool of `workers`, stopping at a timeout or not."""
+    config = make_config("h100")
+    config = replace(config, sandbox=replace(config.sandbox, max_workers=workers))
+    seeds = training_seeds(config.rewards, 0)
+    sandbox.get_pool(config.sandbox)  # a warm pool, as in training
+    real = rewards.play_batch
+
+    def play(sources, game, seeds, limits, stop_at_timeout):
+        return real(sources, game, seeds, limits, stop_at_timeout=stop)
+
+    rewards.play_batch = play
+    try:
+        start = time.perf_counter()
+        found = rewards.verdicts(texts, config, seeds, rewards.VerdictCache())
+        seconds = time.perf_counter() - start
+    finally:
+        rewards.play_batch = real
+    assert len(found) == len(texts)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--completions", type=int, default=256)
+    parser.add_argument("--loops-every", type=int, nargs="+", default=[6, 24])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-s", type=float, default=35.63)
+    args = parser.parse_args()
+    auto = sandbox.auto_workers()
+    variants = {
+        "before": (min(auto, 8), False),
+        "workers": (auto, False),
+        "stop": (min(auto, 8), True),
+        "now": (auto, True),
+    }
+    print(
+        f"{auto} workers by default on this machine; {args.completions} completions, {args.repeats} repeats",
+        flush=True,
+    )
+    table = []
+    for every in args.loops_every:
+        texts = probe_texts(args.completions, mix(every))
+        medians = {}
+        for name, (workers, stop) in variants.items():
+            runs = [timed(texts, workers, stop) for _ in range(args.repeats)]
+            medians[name] = statistics.median(runs)
+            row = {
+                "loop once in": every,
+                "variant": name,
+                "workers": workers,
+                "stop at timeout": stop,
+                "runs_s": [round(run, 3) for run in runs],
+                "median_s": round(medians[name], 3),
+                "share_of_step": round(medians[name] / (args.step_s + medians[name]), 4),
+                "speed-up": round(medians["before"] / medians[name], 2),
+            }
+            table.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    print(
+        "| loop once in | variant | workers | stop at a timeout | median s | runs | share of a step | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in table:
+        print(
+            f"| {row['loop once in']} | {row['variant']} | {row['workers']} | {'yes' if row['stop at timeout'] else 'no'}"
+            f" | {row['median_s']:.2f} | {', '.join(f'{r:.2f}' for r in row['runs_s'])}"
+            f" | {100 * row['share_of_step']:.1f}% | {row['speed-up']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
