@@ -15,7 +15,9 @@ step does, the `h100` profile's rewards (2 games a completion), in this order, e
 - `now`: what training does now, both.
 
 `--step-s` gives the step the share is taken of (35.63 s: the `h100` profile's 256 completions on one
-H200, RESULTS.md). Usage, as measured in RESULTS.md:
+H200, RESULTS.md). `--without pidns seccomp all` also times `now` with those operating-system walls left
+out, to see what each costs a job (never a setting to train with). The trainer's CPU seconds (dispatch, and the
+replay of every game, which it does itself) are reported beside. Usage, as measured in RESULTS.md:
 
     python3 benchmarks/reward_share.py --completions 256 --repeats 3
 """
@@ -37,6 +39,7 @@ from gpu_step import PROBE_STRATEGIES, probe_texts  # noqa: E402
 
 from helpers import rewards, sandbox  # noqa: E402
 from helpers.config import make_config, training_seeds  # noqa: E402
+from helpers.sandbox_rules import OS_WALLS  # noqa: E402
 
 LOOP = PROBE_STRATEGIES[-1]
 assert "while True" in LOOP
@@ -50,10 +53,15 @@ def mix(loops_every: int) -> list[str]:
     ]
 
 
-def timed(texts: list[str], workers: int, stop: bool) -> float:
-    """Seconds for the verdicts of `texts` with a pool of `workers`, stopping at a timeout or not."""
+def timed(texts: list[str], workers: int, stop: bool, without: tuple[str, ...] = ()) -> tuple[float, float]:
+    """Seconds for the verdicts of `texts` with a pool of `workers`, stopping at a timeout or not, and the
+    seconds of CPU this process (the trainer's side: dispatch and the replay of every game) spent on them.
+
+    `without` names operating-system walls (`helpers.sandbox_rules.OS_WALLS`) left out, to see their cost.
+    """
     config = make_config("h100")
-    config = replace(config, sandbox=replace(config.sandbox, max_workers=workers))
+    walls = tuple(wall for wall in config.sandbox.os_walls if wall not in without)
+    config = replace(config, sandbox=replace(config.sandbox, max_workers=workers, os_walls=walls))
     seeds = training_seeds(config.rewards, 0)
     sandbox.get_pool(config.sandbox)  # a warm pool, as in training
     real = rewards.play_batch
@@ -63,13 +71,13 @@ def timed(texts: list[str], workers: int, stop: bool) -> float:
 
     rewards.play_batch = play
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         found = rewards.verdicts(texts, config, seeds, rewards.VerdictCache())
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         rewards.play_batch = real
     assert len(found) == len(texts)
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -78,14 +86,32 @@ def main() -> None:
     parser.add_argument("--loops-every", type=int, nargs="+", default=[6, 24])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--step-s", type=float, default=35.63)
+    parser.add_argument(
+        "--without",
+        nargs="*",
+        default=[],
+        metavar="WALLS",
+        help="also time `now` without these operating-system walls (comma-separated names, or `all`)",
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[], help="also time `now` with these pool sizes"
+    )
     args = parser.parse_args()
     auto = sandbox.auto_workers()
-    variants = {
-        "before": (min(auto, 8), False),
-        "workers": (auto, False),
-        "stop": (min(auto, 8), True),
-        "now": (auto, True),
+    variants: dict[str, tuple[int, bool, tuple[str, ...]]] = {
+        "before": (min(auto, 8), False, ()),
+        "workers": (auto, False, ()),
+        "stop": (min(auto, 8), True, ()),
+        "now": (auto, True, ()),
     }
+    for workers in args.workers:
+        variants[f"now with {workers} workers"] = (workers, True, ())
+    for names in args.without:
+        variants[f"now without {names}"] = (
+            auto,
+            True,
+            OS_WALLS if names == "all" else tuple(names.split(",")),
+        )
     print(
         f"{auto} workers by default on this machine; {args.completions} completions, {args.repeats} repeats",
         flush=True,
@@ -94,30 +120,33 @@ def main() -> None:
     for every in args.loops_every:
         texts = probe_texts(args.completions, mix(every))
         medians = {}
-        for name, (workers, stop) in variants.items():
-            runs = [timed(texts, workers, stop) for _ in range(args.repeats)]
-            medians[name] = statistics.median(runs)
+        for name, (workers, stop, without) in variants.items():
+            runs = [timed(texts, workers, stop, without) for _ in range(args.repeats)]
+            medians[name] = statistics.median(seconds for seconds, _ in runs)
             row = {
                 "loop once in": every,
                 "variant": name,
                 "workers": workers,
                 "stop at timeout": stop,
-                "runs_s": [round(run, 3) for run in runs],
+                "runs_s": [round(seconds, 3) for seconds, _ in runs],
                 "median_s": round(medians[name], 3),
+                "trainer_cpu_s": round(statistics.median(cpu for _, cpu in runs), 3),
                 "share_of_step": round(medians[name] / (args.step_s + medians[name]), 4),
                 "speed-up": round(medians["before"] / medians[name], 2),
             }
             table.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
     print(
-        "| loop once in | variant | workers | stop at a timeout | median s | runs | share of a step | speed-up |"
+        "| loop once in | variant | workers | stop at a timeout | median s | runs | trainer CPU s"
+        " | share of a step | speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in table:
+        stop = "yes" if row["stop at timeout"] else "no"
+        runs = ", ".join(f"{run:.2f}" for run in row["runs_s"])
         print(
-            f"| {row['loop once in']} | {row['variant']} | {row['workers']} | {'yes' if row['stop at timeout'] else 'no'}"
-            f" | {row['median_s']:.2f} | {', '.join(f'{r:.2f}' for r in row['runs_s'])}"
-            f" | {100 * row['share_of_step']:.1f}% | {row['speed-up']:.2f}x |"
+            f"| {row['loop once in']} | {row['variant']} | {row['workers']} | {stop} | {row['median_s']:.2f}"
+            f" | {runs} | {row['trainer_cpu_s']:.2f} | {100 * row['share_of_step']:.1f}% | {row['speed-up']:.2f}x |"
         )
 
 

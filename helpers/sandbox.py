@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from helpers.config import GameConfig, SandboxConfig
@@ -287,9 +288,16 @@ def play_batch(
                 jobs.append(Job(source, from_config(game_config, seed), limits))
             places[source, seed].append((i, j))
     if jobs:
-        outcomes = get_pool(limits).run(jobs, stop_at_timeout)
-        for job, outcome, spots in zip(jobs, outcomes, places.values(), strict=True):
-            result = None if outcome.end == SKIPPED else _judge(job.game, outcome, limits.stall_moves)
+        # each game is replayed as soon as it ends, in a thread of its own, while the pool plays the others
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-replay") as replays:
+            judged: dict[int, Future[GameResult]] = {}
+
+            def replay(index: int, outcome: Outcome) -> None:
+                judged[index] = replays.submit(_judge, jobs[index].game, outcome, limits.stall_moves)
+
+            outcomes = get_pool(limits).run(jobs, stop_at_timeout, replay)
+        for index, (outcome, spots) in enumerate(zip(outcomes, places.values(), strict=True)):
+            result = None if outcome.end == SKIPPED else judged[index].result()
             for i, j in spots:
                 results[i][j] = result
                 if outcome.end == "timeout":

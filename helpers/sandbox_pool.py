@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,20 +341,27 @@ class WorkerPool:
         assert self.template is not None
         return self.template.process.pid
 
-    def run(self, jobs: Sequence[Job], stop_at_timeout: bool = False) -> list[Outcome]:
+    def run(
+        self,
+        jobs: Sequence[Job],
+        stop_at_timeout: bool = False,
+        on_outcome: Callable[[int, Outcome], None] | None = None,
+    ) -> list[Outcome]:
         """Play every job, up to `size` at once, in the given order; outcomes in the jobs' order.
 
         With `stop_at_timeout`, once a job of a source runs out of time its source's jobs not yet
-        started are not played: their outcome's `end` is `SKIPPED`. A job that cannot be sent (see
-        `job_data`) raises before any is played. Whatever ends a batch early (an exception, a
-        KeyboardInterrupt), its running jobs are killed.
+        started are not played: their outcome's `end` is `SKIPPED`. `on_outcome(index, outcome)` is
+        called as each job that ran ends, while the others still run (it must return quickly: the limits are
+        enforced between calls). A job that cannot be sent (see `job_data`) raises before any is
+        played. Whatever ends a batch early (an exception, a KeyboardInterrupt), its running jobs are
+        killed.
         """
         tokens = [secrets.token_bytes(TOKEN_BYTES) for _ in jobs]
         data = [job_data(job, token) for job, token in zip(jobs, tokens, strict=True)]
         with self.lock:
             if self.template is None:
                 raise RuntimeError("this worker pool is closed; get_pool() starts a new one")
-            return _Batch(self, list(jobs), data, tokens, stop_at_timeout).run()
+            return _Batch(self, list(jobs), data, tokens, stop_at_timeout, on_outcome).run()
 
     def restart(self) -> None:
         """Replace a template that has gone."""
@@ -373,10 +380,17 @@ class _Batch:
     """One `WorkerPool.run`: start jobs, collect what they leave, enforce the limits."""
 
     def __init__(
-        self, pool: WorkerPool, jobs: list[Job], data: list[bytes], tokens: list[bytes], stop_at_timeout: bool
+        self,
+        pool: WorkerPool,
+        jobs: list[Job],
+        data: list[bytes],
+        tokens: list[bytes],
+        stop_at_timeout: bool,
+        on_outcome: Callable[[int, Outcome], None] | None,
     ) -> None:
         self.pool = pool
         self.stop_at_timeout = stop_at_timeout
+        self.on_outcome = on_outcome
         self.jobs = jobs
         self.data = data
         self.tokens = tokens
@@ -508,6 +522,8 @@ class _Batch:
         self.outcomes[running.index] = outcome
         self._kill(running)  # a job that answered and lingers is ended too
         self._forget(running)
+        if self.on_outcome is not None:
+            self.on_outcome(running.index, outcome)
 
     def _kill(self, running: _Running) -> None:
         template = self.pool.template
