@@ -182,6 +182,14 @@ def _judge(game: GameBoard, outcome: Outcome, stall_moves: int) -> GameResult:
     )
 
 
+def _replay(pool: WorkerPool, game: GameBoard, outcome: Outcome, stall_moves: int) -> GameResult:
+    """`_judge` by one of the pool's replay helpers, or here when none can."""
+    fields = pool.replayers.judge(game, outcome, stall_moves)
+    if fields is None:
+        return _judge(game, outcome, stall_moves)
+    return GameResult(**(fields | {"keys": tuple(fields["keys"])}))
+
+
 def _rejected(check: StaticCheck, game: GameBoard) -> GameResult:
     return GameResult("rejected", 0, game.score(), game.max_tile(), f"{check.verdict}: {check.reason}")
 
@@ -288,14 +296,17 @@ def play_batch(
                 jobs.append(Job(source, from_config(game_config, seed), limits))
             places[source, seed].append((i, j))
     if jobs:
-        # each game is replayed as soon as it ends, in a thread of its own, while the pool plays the others
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-replay") as replays:
+        # each game is replayed as soon as it ends, while the pool plays the others: by the pool's replay
+        # helpers where it has some (`helpers.sandbox_replay`), else in a thread of this process
+        pool = get_pool(limits)
+        threads = max(1, pool.replayers.count)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox-replay") as replays:
             judged: dict[int, Future[GameResult]] = {}
 
             def replay(index: int, outcome: Outcome) -> None:
-                judged[index] = replays.submit(_judge, jobs[index].game, outcome, limits.stall_moves)
+                judged[index] = replays.submit(_replay, pool, jobs[index].game, outcome, limits.stall_moves)
 
-            outcomes = get_pool(limits).run(jobs, stop_at_timeout, replay)
+            outcomes = pool.run(jobs, stop_at_timeout, replay)
         for index, (outcome, spots) in enumerate(zip(outcomes, places.values(), strict=True)):
             result = None if outcome.end == SKIPPED else judged[index].result()
             for i, j in spots:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
+from helpers.sandbox_replay import Replayers, replayer_count
 from helpers.sandbox_rules import (
     ALWAYS,
     CALL_START,
@@ -330,6 +331,8 @@ class WorkerPool:
         self.jobs_started = 0
         self.template: _Template | None = _Template(config)
         self.walls = self.template.walls
+        self.replayers = Replayers(replayer_count(self.size))
+        """Trusted helper processes that replay finished games (`helpers.sandbox_replay`)."""
         _report(self.walls)
 
     def key(self) -> tuple:
@@ -374,6 +377,7 @@ class WorkerPool:
         if self.template is not None:
             self.template.close()
         self.template = None
+        self.replayers.close()
 
 
 class _Batch:
