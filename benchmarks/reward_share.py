@@ -17,7 +17,7 @@ step does, the `h100` profile's rewards (2 games a completion), in this order, e
 `--step-s` gives the step the share is taken of (35.63 s: the `h100` profile's 256 completions on one
 H200, RESULTS.md). `--without pidns seccomp all` also times `now` with those operating-system walls left
 out, to see what each costs a job (never a setting to train with). The trainer's CPU seconds (dispatch, and the
-replay of every game, which it does itself) are reported beside. Usage, as measured in RESULTS.md:
+replay of the games it does not hand to replay helpers) are reported beside. Usage, as measured in RESULTS.md:
 
     python3 benchmarks/reward_share.py --completions 256 --repeats 3
 """
@@ -55,7 +55,7 @@ def mix(loops_every: int) -> list[str]:
 
 def timed(texts: list[str], workers: int, stop: bool, without: tuple[str, ...] = ()) -> tuple[float, float]:
     """Seconds for the verdicts of `texts` with a pool of `workers`, stopping at a timeout or not, and the
-    seconds of CPU this process (the trainer's side: dispatch and the replay of every game) spent on them.
+    seconds of CPU this process (the trainer's side: dispatch, and the replays no helper did) spent on them.
 
     `without` names operating-system walls (`helpers.sandbox_rules.OS_WALLS`) left out, to see their cost.
     """
