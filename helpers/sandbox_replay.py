@@ -117,14 +117,16 @@ class Replayers:
         that failed)."""
         if self.count <= 0 or self.broken or os.getpid() != self.owner or type(game) is not GameBoard:
             return None
+        try:  # what a job said came through JSON, but may nest deeper than pickle goes
+            request = pickle.dumps((game, outcome, stall_moves), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - any failure here only means the caller replays the game itself
+            return None
         helper = self._take()
         if helper is None:
             return None
         try:
-            answer = helper.judge(
-                pickle.dumps((game, outcome, stall_moves), protocol=pickle.HIGHEST_PROTOCOL)
-            )
-            if set(answer) != set(_FIELDS):
+            answer = helper.judge(request)
+            if not isinstance(answer, dict) or set(answer) != set(_FIELDS):
                 raise ValueError(f"a replay helper answered {sorted(answer)}")
         except (OSError, EOFError, ValueError, struct.error):
             helper.close()

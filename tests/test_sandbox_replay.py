@@ -61,6 +61,19 @@ def test_a_helper_answering_nonsense_is_not_believed(monkeypatch):
     assert play_batch(SOURCES[:3], seeds=[7], sandbox_config=WITH_HELPER) == expected
 
 
+def test_a_claim_too_deep_to_pickle_is_replayed_here():
+    from helpers.sandbox import _judge, _replay
+    from helpers.sandbox_pool import Outcome
+
+    deep: list = []
+    for _ in range(50_000):
+        deep = [deep]
+    pool = get_pool(WITH_HELPER)
+    outcome = Outcome(["a", "i"], "over", None, "", {"score": deep})
+    assert pool.replayers.judge(GameBoard(seed=2), outcome, 32) is None
+    assert _replay(pool, GameBoard(seed=2), outcome, 32) == _judge(GameBoard(seed=2), outcome, 32)
+
+
 def test_a_machine_that_cannot_start_helpers_replays_everything_itself(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("no processes left")
