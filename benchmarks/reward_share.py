@@ -14,6 +14,9 @@ step does, the `h100` profile's rewards (2 games a completion), in this order, e
 - `stop`: at most 8 workers, a strategy stops at its first game out of time;
 - `now`: what training does now, both.
 
+Every variant runs today's code otherwise (games replayed as they end, replay helpers): to time an older
+commit, run its copy of this script (RESULTS.md does, with `git archive`).
+
 `--step-s` gives the step the share is taken of (35.63 s: the `h100` profile's 256 completions on one
 H200, RESULTS.md). `--without pidns seccomp all` also times `now` with those operating-system walls left
 out, to see what each costs a job (never a setting to train with). The trainer's CPU seconds (dispatch, and the

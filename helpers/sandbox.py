@@ -319,4 +319,7 @@ def play_batch(
                 game = from_config(game_config, seeds[j])
                 reason = f"not played: the strategy ran out of time in game {first + 1} of {len(seeds)}"
                 results[i][j] = GameResult("timeout", 0, game.score(), game.max_tile(), reason)
-    return [[result for result in row if result is not None] for row in results]
+    assert all(result is not None for row in results for result in row), (
+        "a game was neither played nor judged"
+    )
+    return results  # type: ignore[return-value]

@@ -616,11 +616,21 @@ def _audit_event(running: _Running) -> str:
     return raw.rstrip(b"\0").decode("utf-8", "replace")
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""A container's CPU quota (cgroup v2: "<quota> <period>" in microseconds, or "max")."""
+
+
 def _cpu_count() -> int:
+    """The cores this process may use: its affinity, capped by a container's CPU quota."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        return max(1, min(cores, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
+        return cores
 
 
 def auto_workers(processes: int = 1) -> int:

@@ -17,14 +17,17 @@ is done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,11 @@ def replayer_count(workers: int) -> int:
     return workers // REPLAYERS_PER_WORKERS
 
 
+REPLAY_TIMEOUT = 30.0
+"""Seconds a helper may take to answer (a replay takes milliseconds); past it, it is killed and the caller
+replays the game itself."""
+
+
 def _read_exactly(stream: Any, size: int) -> bytes:
     data = stream.read(size)
     if data is None or len(data) != size:
@@ -65,8 +73,31 @@ def _receive(stream: Any) -> bytes:
     return _read_exactly(stream, size)
 
 
+def _wait(fd: int, writing: bool, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    ready = (
+        select.select([], [fd], [], max(remaining, 0))
+        if writing
+        else select.select([fd], [], [], max(remaining, 0))
+    )
+    if not any(ready):
+        raise TimeoutError("a replay helper did not answer in time")
+
+
+def _slim(claim: object) -> dict | None:
+    """What `_judge` reads of a job's claim (its score and largest tile; a non-number as None), so that no more
+    of what a job said travels: the verdict is the same."""
+    if not isinstance(claim, dict):
+        return None
+    return {
+        key: value if isinstance(value, int | float) else None
+        for key in ("score", "max_tile")
+        for value in [claim.get(key)]
+    }
+
+
 class _Helper:
-    """One helper process and the trainer's ends of its pipes."""
+    """One helper process and the trainer's ends of its pipes (read and written with a deadline)."""
 
     def __init__(self) -> None:
         root = str(Path(__file__).resolve().parent.parent)
@@ -79,12 +110,35 @@ class _Helper:
             start_new_session=True,
             env=environment,
             cwd="/",
+            bufsize=0,
         )
+        for stream in (self.process.stdin, self.process.stdout):
+            assert stream is not None
+            os.set_blocking(stream.fileno(), False)  # a stuck helper must not block a write or a read
 
-    def judge(self, request: bytes) -> dict:
+    def judge(self, request: bytes) -> object:
         assert self.process.stdin is not None and self.process.stdout is not None
-        _send(self.process.stdin, request)
-        return json.loads(_receive(self.process.stdout))
+        deadline = time.monotonic() + REPLAY_TIMEOUT
+        data = memoryview(_LENGTH.pack(len(request)) + request)
+        out, into = self.process.stdin.fileno(), self.process.stdout.fileno()
+        while data:
+            _wait(out, True, deadline)
+            with contextlib.suppress(BlockingIOError):
+                data = data[os.write(out, data) :]
+        answer = bytearray()
+        needed = _LENGTH.size
+        while len(answer) < needed:
+            _wait(into, False, deadline)
+            try:
+                chunk = os.read(into, max(needed - len(answer), 1 << 16))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise EOFError("a replay helper ended")
+            answer += chunk
+            if needed == _LENGTH.size and len(answer) >= _LENGTH.size:
+                needed += _LENGTH.unpack_from(answer)[0]
+        return json.loads(bytes(answer[_LENGTH.size : needed]))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -104,21 +158,32 @@ class Replayers:
         self.count = count
         self.owner = os.getpid()
         self.idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
-        self.started = 0
         self.replayed = 0
         """Games these helpers replayed (the caller replayed the others itself)."""
         self.lock = threading.Lock()
         self.helpers: list[_Helper] = []
+        """Every helper started and not yet thrown away, idle or busy."""
+        self.starting = 0
+        """Helpers being started now (counted against `count`)."""
         self.broken = False
+        """This machine could not start one: no more are tried."""
+        self.closed = False
 
     def judge(self, game: Any, outcome: Any, stall_moves: int) -> dict[str, Any] | None:
         """The fields of `_judge(game, outcome, stall_moves)`'s `GameResult`, from a helper; None when the
         caller must replay the game itself (no helpers, a game of another class than `GameBoard`, a helper
-        that failed)."""
-        if self.count <= 0 or self.broken or os.getpid() != self.owner or type(game) is not GameBoard:
+        that failed, answered nonsense or took longer than `REPLAY_TIMEOUT`)."""
+        if (
+            self.count <= 0
+            or self.broken
+            or self.closed
+            or os.getpid() != self.owner
+            or type(game) is not GameBoard
+        ):
             return None
-        try:  # what a job said came through JSON, but may nest deeper than pickle goes
-            request = pickle.dumps((game, outcome, stall_moves), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            slim = dataclasses.replace(outcome, claim=_slim(outcome.claim))
+            request = pickle.dumps((game, slim, stall_moves), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - any failure here only means the caller replays the game itself
             return None
         helper = self._take()
@@ -127,42 +192,53 @@ class Replayers:
         try:
             answer = helper.judge(request)
             if not isinstance(answer, dict) or set(answer) != set(_FIELDS):
-                raise ValueError(f"a replay helper answered {sorted(answer)}")
-        except (OSError, EOFError, ValueError, struct.error):
-            helper.close()
-            with self.lock:
-                self.helpers.remove(helper)
-                self.started -= 1
+                raise ValueError("a replay helper answered something else than a game's result")
+        except Exception:  # noqa: BLE001 - a helper that failed in any way is thrown away
+            self._discard(helper)
             return None
-        self.idle.put(helper)
         with self.lock:
             self.replayed += 1
+            keep = helper in self.helpers  # not closed meanwhile
+        if keep:
+            self.idle.put(helper)
         return answer
 
     def _take(self) -> _Helper | None:
         with contextlib.suppress(queue.Empty):
             return self.idle.get_nowait()
         with self.lock:
-            start = self.started < self.count
+            start = len(self.helpers) + self.starting < self.count and not self.closed
             if start:
-                self.started += 1
+                self.starting += 1
         if not start:  # every helper busy: wait a little for one, else the caller replays itself
             with contextlib.suppress(queue.Empty):
                 return self.idle.get(timeout=1.0)
             return None
         try:
-            helper = _Helper()
+            helper: _Helper | None = _Helper()
         except OSError:
-            with self.lock:
-                self.started -= 1
-                self.broken = True  # this machine cannot start them: stop trying
-            return None
+            helper = None
         with self.lock:
-            self.helpers.append(helper)
-        return helper
+            self.starting -= 1
+            if helper is None:
+                self.broken = True  # this machine cannot start them: stop trying
+            elif not self.closed:
+                self.helpers.append(helper)
+                return helper
+        if helper is not None:  # closed while it started
+            helper.close()
+        return None
+
+    def _discard(self, helper: _Helper) -> None:
+        helper.close()
+        with self.lock:
+            if helper in self.helpers:
+                self.helpers.remove(helper)
 
     def close(self) -> None:
+        """Kill every helper; a replay under way falls back to its caller."""
         with self.lock:
+            self.closed = True
             helpers, self.helpers = self.helpers, []
         for helper in helpers:
             helper.close()

@@ -329,13 +329,15 @@ def test_processes_launch_the_same_training_through_accelerate():
     assert "--processes" not in command and "--processes=4" not in command
 
 
-def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch):
+def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch, tmp_path):
+    from helpers import sandbox_pool
     from helpers.config import make_config
     from helpers.sandbox import auto_workers
     from helpers.sandbox_pool import MAX_AUTO_WORKERS
     from helpers.training import for_this_process
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(sandbox_pool, "CGROUP_CPU_MAX", tmp_path / "no-quota")
     config = make_config("h100")
     assert for_this_process(config) == config  # alone: the pool sizes itself, one worker a core
     assert auto_workers() == 16 and auto_workers(2) == 8
@@ -347,6 +349,12 @@ def test_each_of_several_processes_gets_its_share_of_the_cores(monkeypatch):
     assert for_this_process(chosen).sandbox.max_workers == 3  # a number the user chose stays
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
     assert auto_workers() == MAX_AUTO_WORKERS == 32
+    quota = tmp_path / "cpu.max"
+    quota.write_text("250000 100000\n")  # a container allowed 2.5 cores
+    monkeypatch.setattr(sandbox_pool, "CGROUP_CPU_MAX", quota)
+    assert auto_workers() == 3 and auto_workers(2) == 1
+    quota.write_text("max 100000\n")
+    assert auto_workers() == 32
 
 
 def test_the_group_of_processes_is_closed_before_exit(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -61,17 +63,67 @@ def test_a_helper_answering_nonsense_is_not_believed(monkeypatch):
     assert play_batch(SOURCES[:3], seeds=[7], sandbox_config=WITH_HELPER) == expected
 
 
-def test_a_claim_too_deep_to_pickle_is_replayed_here():
+def test_a_claim_nested_deep_gives_the_same_verdict():
     from helpers.sandbox import _judge, _replay
     from helpers.sandbox_pool import Outcome
 
     deep: list = []
-    for _ in range(50_000):
+    for _ in range(600):  # passes json.loads (a job's result) but not pickle on Python 3.11
         deep = [deep]
     pool = get_pool(WITH_HELPER)
-    outcome = Outcome(["a", "i"], "over", None, "", {"score": deep})
-    assert pool.replayers.judge(GameBoard(seed=2), outcome, 32) is None
-    assert _replay(pool, GameBoard(seed=2), outcome, 32) == _judge(GameBoard(seed=2), outcome, 32)
+    before = pool.replayers.replayed
+    for claim in ({"score": deep, "max_tile": 4}, {"score": 0, "max_tile": 4, "extra": deep}, {"score": "0"}):
+        outcome = Outcome(["a", "i"], "over", None, "", claim)
+        assert _replay(pool, GameBoard(seed=2), outcome, 32) == _judge(GameBoard(seed=2), outcome, 32)
+    assert pool.replayers.replayed - before == 3  # only the score and the largest tile travel
+
+
+def _long_outcome():
+    from helpers.sandbox_pool import Outcome
+
+    return Outcome(["a", "u", "i", "é"] * 50_000, "log_full", None, "", None)
+
+
+def test_closing_during_a_replay_falls_back_without_an_error():
+    replayers = Replayers(1)
+    answers = []
+    worker = threading.Thread(
+        target=lambda: answers.append(replayers.judge(GameBoard(seed=3), _long_outcome(), 10**9))
+    )
+    worker.start()
+    time.sleep(0.2)
+    replayers.close()
+    worker.join(10)
+    assert answers == [None] or (
+        len(answers) == 1 and answers[0]["steps"] > 0
+    )  # fell back, or finished first
+    assert not replayers.helpers and replayers.judge(GameBoard(seed=3), _long_outcome(), 32) is None
+
+
+def test_a_helper_that_stops_answering_is_killed_at_its_deadline(monkeypatch):
+    monkeypatch.setattr(sandbox_replay, "REPLAY_TIMEOUT", 0.5)
+    replayers = Replayers(1)
+    try:
+        assert replayers.judge(GameBoard(seed=3), _long_outcome(), 32) is not None
+        (helper,) = replayers.helpers
+        os.kill(helper.process.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        assert replayers.judge(GameBoard(seed=3), _long_outcome(), 32) is None
+        assert time.monotonic() - start < 3 and not replayers.helpers
+        assert helper.process.poll() is not None  # killed, not left stopped
+    finally:
+        replayers.close()
+
+
+def test_an_answer_that_is_no_result_is_thrown_away(monkeypatch):
+    replayers = Replayers(1)
+    try:
+        for answer in (5, None, [], {"state": "success"}):
+            monkeypatch.setattr(sandbox_replay._Helper, "judge", lambda self, request, answer=answer: answer)
+            assert replayers.judge(GameBoard(seed=1), _long_outcome(), 32) is None
+            assert not replayers.helpers
+    finally:
+        replayers.close()
 
 
 def test_a_machine_that_cannot_start_helpers_replays_everything_itself(monkeypatch):
@@ -80,8 +132,8 @@ def test_a_machine_that_cannot_start_helpers_replays_everything_itself(monkeypat
 
     replayers = Replayers(2)
     monkeypatch.setattr(sandbox_replay.subprocess, "Popen", refuse)
-    assert replayers.judge(GameBoard(seed=1), None, 32) is None
-    assert replayers.broken and replayers.started == 0
+    assert replayers.judge(GameBoard(seed=1), _long_outcome(), 32) is None
+    assert replayers.broken and not replayers.helpers and replayers.starting == 0
 
 
 def test_only_plain_games_leave_the_process():
@@ -91,7 +143,7 @@ def test_only_plain_games_leave_the_process():
     replayers = Replayers(1)
     try:
         assert replayers.judge(LocalBoard(seed=1), None, 32) is None
-        assert replayers.started == 0  # nothing was started for it
+        assert not replayers.helpers  # nothing was started for it
     finally:
         replayers.close()
 
