@@ -29,7 +29,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -54,6 +53,7 @@ from helpers.sandbox_rules import (
     SHM_BYTES,
     TOKEN,
     TOKEN_BYTES,
+    start_interpreter,
 )
 
 MAX_RESULT_BYTES = 1 << 20
@@ -221,21 +221,16 @@ class _Template:
     def __init__(self, config: SandboxConfig) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.socket = ours
-        root = str(Path(__file__).resolve().parent.parent)
-        command = [sys.executable, "-I", "-S", "-c", _BOOT.format(root=root), str(theirs.fileno())]
-        command += [str(os.getpid()), ",".join(config.allowed_imports), ",".join(config.os_walls)]
-        command.append(str(config.unprivileged_id))
-        environment = {key: os.environ[key] for key in ("LD_LIBRARY_PATH",) if key in os.environ}
+        arguments = [str(theirs.fileno()), str(os.getpid()), ",".join(config.allowed_imports)]
+        arguments += [",".join(config.os_walls), str(config.unprivileged_id)]
         try:
-            self.process = subprocess.Popen(
-                command,
+            self.process = start_interpreter(
+                _BOOT,
+                *arguments,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                env=environment,
-                cwd="/",
             )
         except BaseException:
             ours.close()

@@ -29,10 +29,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from helpers.game import GameBoard
+from helpers.sandbox_rules import start_interpreter
 
 REPLAYERS_PER_WORKERS = 4
 """A pool of `size` workers gets `size // REPLAYERS_PER_WORKERS` helpers (none below 4 workers: the
@@ -100,17 +100,8 @@ class _Helper:
     """One helper process and the trainer's ends of its pipes (read and written with a deadline)."""
 
     def __init__(self) -> None:
-        root = str(Path(__file__).resolve().parent.parent)
-        environment = {key: os.environ[key] for key in ("LD_LIBRARY_PATH",) if key in os.environ}
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT.format(root=root)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=environment,
-            cwd="/",
-            bufsize=0,
+        self.process = start_interpreter(
+            _BOOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
         )
         for stream in (self.process.stdin, self.process.stdout):
             assert stream is not None
