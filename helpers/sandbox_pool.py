@@ -39,7 +39,7 @@ from pathlib import Path
 
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
-from helpers.sandbox_replay import Replayers, replayer_count
+from helpers.sandbox_replay import Replayers, replayer_count, start_interpreter
 from helpers.sandbox_rules import (
     ALWAYS,
     CALL_START,
@@ -53,7 +53,6 @@ from helpers.sandbox_rules import (
     SHM_BYTES,
     TOKEN,
     TOKEN_BYTES,
-    start_interpreter,
 )
 
 MAX_RESULT_BYTES = 1 << 20
@@ -319,7 +318,7 @@ class WorkerPool:
     """A template process that forks a fresh, walled process for every game; see the module docstring."""
 
     def __init__(self, config: SandboxConfig) -> None:
-        self.size = config.max_workers or auto_workers()
+        self.size = _pool_size(config)
         self.config = config
         self.owner = os.getpid()
         self.lock = threading.Lock()
@@ -638,9 +637,12 @@ def auto_workers(processes: int = 1) -> int:
     return max(1, min(MAX_AUTO_WORKERS, _cpu_count() // max(1, processes)))
 
 
+def _pool_size(config: SandboxConfig) -> int:
+    return config.max_workers or auto_workers()
+
+
 def _pool_key(config: SandboxConfig) -> tuple:
-    size = config.max_workers or auto_workers()
-    return (size, tuple(config.allowed_imports), tuple(config.os_walls), config.unprivileged_id)
+    return (_pool_size(config), tuple(config.allowed_imports), tuple(config.os_walls), config.unprivileged_id)
 
 
 _reported: set[str] = set()

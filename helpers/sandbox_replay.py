@@ -2,8 +2,8 @@
 
 The trainer believes only the moves it replays itself (`helpers.sandbox._judge`): a game to 2048 on the
 6x6 board takes about 1,000 moves, so a step of 256 completions playing two games each is about half a
-million moves, a few seconds of one core, and with the sandbox's workers on every other core the
-trainer's own core became the floor of a step's rewards. A `Replayers` set spreads that work over a few
+million moves, 2.3-3.0 s of one core on a one-H200 host (benchmarks/RESULTS.md), and with the sandbox's
+workers on every other core the trainer's own core became the floor of a step's rewards. A `Replayers` set spreads that work over a few
 helper processes. They are the trainer's, not the sandbox's: fresh interpreters of this project's code
 (`python -I -S`, an empty environment, started like the sandbox's template, so never through
 `multiprocessing`) that receive a game and what a finished job left, run the same `_judge`, and answer
@@ -29,10 +29,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from helpers.game import GameBoard
-from helpers.sandbox_rules import start_interpreter
 
 REPLAYERS_PER_WORKERS = 4
 """A pool of `size` workers gets `size // REPLAYERS_PER_WORKERS` helpers (none below 4 workers: the
@@ -46,42 +46,68 @@ _LENGTH = struct.Struct("<I")
 _FIELDS = ("state", "steps", "score", "max_tile", "error", "output", "keys")
 
 
-def replayer_count(workers: int) -> int:
-    """Helpers for a pool of `workers` job processes."""
-    return workers // REPLAYERS_PER_WORKERS
-
-
 REPLAY_TIMEOUT = 30.0
 """Seconds a helper may take to answer (a replay takes milliseconds); past it, it is killed and the caller
 replays the game itself."""
 
 
-def _read_exactly(stream: Any, size: int) -> bytes:
-    data = stream.read(size)
-    if data is None or len(data) != size:
-        raise EOFError("the stream ended")
-    return data
+def replayer_count(workers: int) -> int:
+    """Helpers for a pool of `workers` job processes."""
+    return workers // REPLAYERS_PER_WORKERS
 
 
-def _send(stream: Any, payload: bytes) -> None:
-    stream.write(_LENGTH.pack(len(payload)) + payload)
-    stream.flush()
+def start_interpreter(program: str, *args: str, **popen: Any) -> subprocess.Popen:
+    """A fresh interpreter running `program` with this project's code first on its path: isolated (`-I -S`),
+    an empty environment but `LD_LIBRARY_PATH`, in a session of its own, at `/`, nothing of the caller's
+    `__main__` or CUDA state. The sandbox's template (`helpers.sandbox_pool`) and the replay helpers both
+    start this way.
+
+    `program` may use `{root}`, the project's folder; `popen` adds `subprocess.Popen` options (pipes, fds).
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    environment = {key: os.environ[key] for key in ("LD_LIBRARY_PATH",) if key in os.environ}
+    command = [sys.executable, "-I", "-S", "-c", program.format(root=root), *args]
+    return subprocess.Popen(command, start_new_session=True, env=environment, cwd="/", **popen)
 
 
-def _receive(stream: Any) -> bytes:
-    (size,) = _LENGTH.unpack(_read_exactly(stream, _LENGTH.size))
-    return _read_exactly(stream, size)
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0)
 
 
-def _wait(fd: int, writing: bool, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    ready = (
-        select.select([], [fd], [], max(remaining, 0))
-        if writing
-        else select.select([fd], [], [], max(remaining, 0))
-    )
-    if not any(ready):
-        raise TimeoutError("a replay helper did not answer in time")
+def _write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
+    """Write all of `data` to a pipe before `deadline` (TimeoutError after it; None: no deadline)."""
+    view = memoryview(data)
+    while view:
+        if not select.select([], [fd], [], _left(deadline))[1]:
+            raise TimeoutError("a replay helper did not read in time")
+        with contextlib.suppress(BlockingIOError):
+            view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, size: int, deadline: float | None = None) -> bytes:
+    """Read `size` bytes from a pipe before `deadline` (TimeoutError after it, EOFError at its end)."""
+    data = bytearray()
+    while len(data) < size:
+        if not select.select([fd], [], [], _left(deadline))[0]:
+            raise TimeoutError("a replay helper did not answer in time")
+        try:
+            chunk = os.read(fd, size - len(data))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            raise EOFError("the pipe ended")
+        data += chunk
+    return bytes(data)
+
+
+def _send(fd: int, payload: bytes, deadline: float | None = None) -> None:
+    """One message: its length, then its bytes."""
+    _write_all(fd, _LENGTH.pack(len(payload)) + payload, deadline)
+
+
+def _receive(fd: int, deadline: float | None = None) -> bytes:
+    (size,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size, deadline))
+    return _read_exactly(fd, size, deadline)
 
 
 def _slim(claim: object) -> dict | None:
@@ -110,26 +136,8 @@ class _Helper:
     def judge(self, request: bytes) -> object:
         assert self.process.stdin is not None and self.process.stdout is not None
         deadline = time.monotonic() + REPLAY_TIMEOUT
-        data = memoryview(_LENGTH.pack(len(request)) + request)
-        out, into = self.process.stdin.fileno(), self.process.stdout.fileno()
-        while data:
-            _wait(out, True, deadline)
-            with contextlib.suppress(BlockingIOError):
-                data = data[os.write(out, data) :]
-        answer = bytearray()
-        needed = _LENGTH.size
-        while len(answer) < needed:
-            _wait(into, False, deadline)
-            try:
-                chunk = os.read(into, max(needed - len(answer), 1 << 16))
-            except BlockingIOError:
-                continue
-            if not chunk:
-                raise EOFError("a replay helper ended")
-            answer += chunk
-            if needed == _LENGTH.size and len(answer) >= _LENGTH.size:
-                needed += _LENGTH.unpack_from(answer)[0]
-        return json.loads(bytes(answer[_LENGTH.size : needed]))
+        _send(self.process.stdin.fileno(), request, deadline)
+        return json.loads(_receive(self.process.stdout.fileno(), deadline))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -237,7 +245,7 @@ class Replayers:
 
 def serve(judge: Callable[[Any, Any, int], Any]) -> None:
     """A helper's loop: read a pickled (game, outcome, stall_moves) from stdin, answer `judge`'s result."""
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
     while True:
         try:
             request = _receive(requests)

@@ -7,14 +7,6 @@ library only: the worker imports this module into every job process.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import subprocess
-
 FORBIDDEN_BUILTINS = frozenset(
     (  # noqa: SIM905 - a word list reads better than a column
         "eval exec compile open __import__ globals locals vars getattr setattr delattr breakpoint input "
@@ -174,21 +166,3 @@ def printable(text: str, *, keep: str = "") -> str:
         elif char.isspace():
             kept.append(" ")
     return "".join(kept)
-
-
-# --- the trainer's own helper processes ---------------------------------------------------------------
-
-
-def start_interpreter(program: str, *args: str, **popen: Any) -> subprocess.Popen:
-    """A fresh interpreter running `program` with this project's code first on its path: isolated (`-I -S`),
-    an empty environment but `LD_LIBRARY_PATH`, in a session of its own, at `/`, nothing of the caller's
-    `__main__` or CUDA state (the sandbox's template and the replay helpers both start this way).
-
-    `program` may use `{root}`, the project's folder; `popen` adds `subprocess.Popen` options (pipes, fds).
-    """
-    import subprocess  # here, not at the top: the template imports this module and needs no subprocess
-
-    root = str(Path(__file__).resolve().parent.parent)
-    environment = {key: os.environ[key] for key in ("LD_LIBRARY_PATH",) if key in os.environ}
-    command = [sys.executable, "-I", "-S", "-c", program.format(root=root), *args]
-    return subprocess.Popen(command, start_new_session=True, env=environment, cwd="/", **popen)
