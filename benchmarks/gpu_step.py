@@ -18,7 +18,9 @@ All configurations of one call share one loaded model. Every step is appended to
 ends, and `--deadline-s` stops training between steps (and tries, by SIGALRM, to interrupt a step in
 progress; a step stuck in compiled code can outlive it, so wrap the call in `timeout` too). The first
 step compiles for 4 to 8 minutes on a fresh H100 machine: budget one configuration per 10-minute call.
-`--generation-sweep` times `generate()` alone at several batch sizes before the configurations.
+`--generation-sweep` times `generate()` alone at several batch sizes before the configurations;
+`--generation-engines generate,continuous` adds transformers' continuous batching (TRL's
+`use_transformers_continuous_batching`: a paged cache and CUDA graphs).
 
     python benchmarks/gpu_step.py --checkpoint /dev/shm/gpt-oss-20b-random --configs b8-g64 --out $OUT
     python benchmarks/gpu_step.py --tiny --backend transformers --configs tiny --out /tmp/gpu-step  # CPU check
@@ -597,6 +599,34 @@ def run_config(
     return result
 
 
+def continuous_generate(model: Any, tokenizer: Any, prompts: list[list[int]], tokens: int) -> list[int]:
+    """Generate through transformers' continuous batching, as TRL's `use_transformers_continuous_batching` does.
+
+    One `generate_batch` call per batch, a fresh manager each time (TRL's call: no persistent manager,
+    CUDA graphs captured in the warm-up, half the free memory for the paged cache). Returns each
+    completion's token count.
+    """
+    from transformers import GenerationConfig
+    from transformers.generation import ContinuousBatchingConfig
+
+    generation = GenerationConfig(
+        max_new_tokens=tokens,
+        do_sample=True,
+        temperature=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    outputs = model.generate_batch(
+        prompts,
+        generation_config=generation,
+        continuous_batching_config=ContinuousBatchingConfig(max_memory_percent=0.5),
+        progress_bar=False,
+    )
+    if len(outputs) != len(prompts):
+        raise RuntimeError(f"generate_batch returned {len(outputs)} of {len(prompts)} completions")
+    return [len(output.generated_tokens) for output in outputs.values()]
+
+
 def generation_sweep(
     model: Any,
     tokenizer: Any,
@@ -604,11 +634,15 @@ def generation_sweep(
     batches: list[int],
     tokens: int,
     deadline: float,
+    engines: tuple[str, ...] = ("generate",),
 ) -> list[dict[str, Any]]:
-    """Time `model.generate` alone at each batch size: `tokens` new tokens per sequence, sampled.
+    """Time generation alone at each batch size and engine: `tokens` new tokens per sequence, sampled.
 
-    Each batch size first generates 8 tokens untimed (warm-up), then `tokens` timed. This isolates
-    how generation, the larger part of a step, scales with the number of completions generated at once.
+    `generate`: `model.generate` on a left-padded batch (TRL's default path); 8 tokens first, untimed
+    (warm-up), then `tokens` timed. `continuous`: transformers' continuous batching (`generate_batch`),
+    timed twice, since each call sets up its paged cache and CUDA graphs anew, as it does in every TRL
+    step. This isolates how generation, the larger part of a step, scales with the completions generated
+    at once.
     """
     import torch
 
@@ -621,39 +655,58 @@ def generation_sweep(
     if hasattr(model, "for_inference"):
         model.for_inference()
     rows = []
-    for batch in batches:
-        if time.monotonic() > deadline:
-            break
-        inputs = {
-            "input_ids": prompt.repeat(batch, 1),
-            "attention_mask": torch.ones_like(prompt).repeat(batch, 1),
-        }
-        sample = {"do_sample": True, "temperature": 1.0, "pad_token_id": tokenizer.pad_token_id}
-        try:
-            with torch.no_grad(), alarm(int(deadline - time.monotonic())):
-                model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, **sample)
-                if cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                start = time.perf_counter()
-                output = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **sample)
-                if cuda:
-                    torch.cuda.synchronize()
-                seconds = time.perf_counter() - start
-        except (Exception, DeadlineReached) as error:
-            rows.append({"batch": batch, "error": f"{type(error).__name__}: {str(error)[:200]}"})
-            break
-        rows.append(
-            {
-                "batch": batch,
-                "tokens": output.shape[1] - prompt.shape[1],
-                "seconds": round(seconds, 2),
-                "ms_per_token": round(1000 * seconds / tokens, 1),
-                "completions_per_s": round(batch / seconds, 3),
-                "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if cuda else 0.0,
+    for engine in engines:
+        for batch in batches:
+            if time.monotonic() > deadline:
+                break
+            inputs = {
+                "input_ids": prompt.repeat(batch, 1),
+                "attention_mask": torch.ones_like(prompt).repeat(batch, 1),
             }
-        )
-        print(f"generation sweep: {json.dumps(rows[-1])}", flush=True)
+            sample = {"do_sample": True, "temperature": 1.0, "pad_token_id": tokenizer.pad_token_id}
+            row: dict[str, Any] = {"engine": engine, "batch": batch}
+            try:
+                with torch.no_grad(), alarm(int(deadline - time.monotonic())):
+                    if engine == "continuous":
+                        prompts = [prompt[0].tolist()] * batch
+                        start = time.perf_counter()
+                        continuous_generate(model, tokenizer, prompts, tokens)
+                        row["first_call_s"] = round(time.perf_counter() - start, 2)
+                        if cuda:
+                            torch.cuda.reset_peak_memory_stats()
+                        start = time.perf_counter()
+                        lengths = continuous_generate(model, tokenizer, prompts, tokens)
+                        seconds = time.perf_counter() - start
+                        row["tokens"] = max(lengths)
+                        row["mean_tokens"] = round(sum(lengths) / len(lengths), 1)
+                    else:
+                        model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, **sample)
+                        if cuda:
+                            torch.cuda.synchronize()
+                            torch.cuda.reset_peak_memory_stats()
+                        start = time.perf_counter()
+                        output = model.generate(
+                            **inputs, max_new_tokens=tokens, min_new_tokens=tokens, **sample
+                        )
+                        if cuda:
+                            torch.cuda.synchronize()
+                        seconds = time.perf_counter() - start
+                        row["tokens"] = output.shape[1] - prompt.shape[1]
+            except (Exception, DeadlineReached) as error:
+                traceback.print_exc()
+                rows.append(row | {"error": f"{type(error).__name__}: {str(error)[:300]}"})
+                print(f"generation sweep: {json.dumps(rows[-1])}", flush=True)
+                break
+            rows.append(
+                row
+                | {
+                    "seconds": round(seconds, 2),
+                    "ms_per_token": round(1000 * seconds / tokens, 1),
+                    "completions_per_s": round(batch / seconds, 3),
+                    "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if cuda else 0.0,
+                }
+            )
+            print(f"generation sweep: {json.dumps(rows[-1])}", flush=True)
     if hasattr(model, "for_training"):
         model.for_training()
     return rows
@@ -700,6 +753,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--generation-sweep", default="", help="batch sizes to time generate() alone at, e.g. 8,64"
+    )
+    parser.add_argument(
+        "--generation-engines",
+        default="generate",
+        help="engines for --generation-sweep: generate, continuous (transformers' continuous batching), or both",
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (checks this script)")
     parser.add_argument(
@@ -754,7 +812,10 @@ def main() -> None:
     if args.generation_sweep:
         batches = [int(b) for b in args.generation_sweep.split(",")]
         tokens = configs[0].max_completion_length if configs else 200
-        report["generation_sweep"] = generation_sweep(model, tokenizer, messages, batches, tokens, deadline)
+        engines = tuple(name for name in args.generation_engines.split(",") if name)
+        report["generation_sweep"] = generation_sweep(
+            model, tokenizer, messages, batches, tokens, deadline, engines
+        )
         (out_dir / "results.json").write_text(json.dumps(report, indent=2))
     summaries = []
     for config in configs:
