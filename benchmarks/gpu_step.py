@@ -599,12 +599,32 @@ def run_config(
     return result
 
 
+def time_generate(model: Any, tokenizer: Any, prompt: Any, batch: int, tokens: int) -> dict[str, Any]:
+    """`model.generate` on `batch` copies of `prompt` (TRL's default path): 8 tokens untimed, then `tokens` timed."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    inputs = {
+        "input_ids": prompt.repeat(batch, 1),
+        "attention_mask": torch.ones_like(prompt).repeat(batch, 1),
+    }
+    sample = {"do_sample": True, "temperature": 1.0, "pad_token_id": tokenizer.pad_token_id}
+    model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, **sample)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    output = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **sample)
+    if cuda:
+        torch.cuda.synchronize()
+    return {"tokens": output.shape[1] - prompt.shape[1], "seconds": time.perf_counter() - start}
+
+
 def continuous_generate(model: Any, tokenizer: Any, prompts: list[list[int]], tokens: int) -> list[int]:
     """Generate through transformers' continuous batching, as TRL's `use_transformers_continuous_batching` does.
 
-    One `generate_batch` call per batch, a fresh manager each time (TRL's call: no persistent manager,
-    CUDA graphs captured in the warm-up, half the free memory for the paged cache). Returns each
-    completion's token count.
+    One `generate_batch` call, a fresh manager (TRL's call: no persistent manager, CUDA graphs captured
+    in the warm-up, half the free memory for the paged cache). Returns each completion's token count.
     """
     from transformers import GenerationConfig
     from transformers.generation import ContinuousBatchingConfig
@@ -627,6 +647,31 @@ def continuous_generate(model: Any, tokenizer: Any, prompts: list[list[int]], to
     return [len(output.generated_tokens) for output in outputs.values()]
 
 
+def time_continuous(model: Any, tokenizer: Any, prompt: Any, batch: int, tokens: int) -> dict[str, Any]:
+    """`continuous_generate` twice, both timed: every call sets up its paged cache and CUDA graphs anew,
+    as it does in every TRL step, so the first call's time is reported beside the second's."""
+    import torch
+
+    prompts = [prompt[0].tolist()] * batch
+    start = time.perf_counter()
+    continuous_generate(model, tokenizer, prompts, tokens)
+    first = time.perf_counter() - start
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    lengths = continuous_generate(model, tokenizer, prompts, tokens)
+    return {
+        "first_call_s": round(first, 2),
+        "tokens": max(lengths),
+        "mean_tokens": round(sum(lengths) / len(lengths), 1),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+GENERATION_ENGINES = {"generate": time_generate, "continuous": time_continuous}
+"""What `--generation-engines` can time: TRL's default `generate()`, or transformers' continuous batching."""
+
+
 def generation_sweep(
     model: Any,
     tokenizer: Any,
@@ -636,22 +681,16 @@ def generation_sweep(
     deadline: float,
     engines: tuple[str, ...] = ("generate",),
 ) -> list[dict[str, Any]]:
-    """Time generation alone at each batch size and engine: `tokens` new tokens per sequence, sampled.
-
-    `generate`: `model.generate` on a left-padded batch (TRL's default path); 8 tokens first, untimed
-    (warm-up), then `tokens` timed. `continuous`: transformers' continuous batching (`generate_batch`),
-    timed twice, since each call sets up its paged cache and CUDA graphs anew, as it does in every TRL
-    step. This isolates how generation, the larger part of a step, scales with the completions generated
-    at once.
-    """
+    """Time generation alone at each engine (`GENERATION_ENGINES`) and batch size: `tokens` new tokens
+    per sequence, sampled. This isolates how generation, the larger part of a step, scales with the
+    completions generated at once."""
     import torch
 
     cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, reasoning_effort="low", return_tensors="pt", return_dict=True
     )
-    prompt = encoded["input_ids"].to(device)
+    prompt = encoded["input_ids"].to("cuda" if cuda else "cpu")
     if hasattr(model, "for_inference"):
         model.for_inference()
     rows = []
@@ -659,44 +698,16 @@ def generation_sweep(
         for batch in batches:
             if time.monotonic() > deadline:
                 break
-            inputs = {
-                "input_ids": prompt.repeat(batch, 1),
-                "attention_mask": torch.ones_like(prompt).repeat(batch, 1),
-            }
-            sample = {"do_sample": True, "temperature": 1.0, "pad_token_id": tokenizer.pad_token_id}
             row: dict[str, Any] = {"engine": engine, "batch": batch}
             try:
                 with torch.no_grad(), alarm(int(deadline - time.monotonic())):
-                    if engine == "continuous":
-                        prompts = [prompt[0].tolist()] * batch
-                        start = time.perf_counter()
-                        continuous_generate(model, tokenizer, prompts, tokens)
-                        row["first_call_s"] = round(time.perf_counter() - start, 2)
-                        if cuda:
-                            torch.cuda.reset_peak_memory_stats()
-                        start = time.perf_counter()
-                        lengths = continuous_generate(model, tokenizer, prompts, tokens)
-                        seconds = time.perf_counter() - start
-                        row["tokens"] = max(lengths)
-                        row["mean_tokens"] = round(sum(lengths) / len(lengths), 1)
-                    else:
-                        model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, **sample)
-                        if cuda:
-                            torch.cuda.synchronize()
-                            torch.cuda.reset_peak_memory_stats()
-                        start = time.perf_counter()
-                        output = model.generate(
-                            **inputs, max_new_tokens=tokens, min_new_tokens=tokens, **sample
-                        )
-                        if cuda:
-                            torch.cuda.synchronize()
-                        seconds = time.perf_counter() - start
-                        row["tokens"] = output.shape[1] - prompt.shape[1]
+                    row |= GENERATION_ENGINES[engine](model, tokenizer, prompt, batch, tokens)
             except (Exception, DeadlineReached) as error:
                 traceback.print_exc()
                 rows.append(row | {"error": f"{type(error).__name__}: {str(error)[:300]}"})
                 print(f"generation sweep: {json.dumps(rows[-1])}", flush=True)
                 break
+            seconds = row.pop("seconds")
             rows.append(
                 row
                 | {
@@ -765,6 +776,10 @@ def main() -> None:
     )
     parser.add_argument("--out", default="benchmark-out", help="folder for results.json and results.md")
     args = parser.parse_args()
+    engines = tuple(name for name in args.generation_engines.split(",") if name)
+    unknown = sorted(set(engines) - set(GENERATION_ENGINES))
+    if unknown:
+        parser.error(f"unknown --generation-engines {unknown}: choose from {sorted(GENERATION_ENGINES)}")
     deadline = time.monotonic() + args.deadline_s
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -812,7 +827,6 @@ def main() -> None:
     if args.generation_sweep:
         batches = [int(b) for b in args.generation_sweep.split(",")]
         tokens = configs[0].max_completion_length if configs else 200
-        engines = tuple(name for name in args.generation_engines.split(",") if name)
         report["generation_sweep"] = generation_sweep(
             model, tokenizer, messages, batches, tokens, deadline, engines
         )

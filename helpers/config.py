@@ -199,7 +199,8 @@ class TrainingConfig:
     """Optimiser micro-steps per generation batch; 0 means TRL's default, `gradient_accumulation_steps`.
 
     More than that trains several optimiser steps on one generation; with Unsloth 2026.10.7 on an H200 such a
-    run's first step did not end in 8 minutes (benchmarks/RESULTS.md, "Levers tried on one H200")."""
+    run's first step had not ended after 570 s, loading included (benchmarks/RESULTS.md, "Levers tried on one
+    H200")."""
     log_completions_every: int = 1
     """Write every completion, its rewards and outcome to `completions.jsonl` every this many steps (0: never)."""
     report_to: str = "none"
