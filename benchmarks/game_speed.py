@@ -23,7 +23,7 @@ class ReferenceGame:
         self.size = size
         self.target = target
         self.probability_fours = probability_fours
-        self.rng = random.Random(seed)
+        self.rng = random.Random(engine.spawn_seed(seed))
         self.grid = [[0] * size for _ in range(size)]
         self.score = 0
         self.state = "ongoing"

@@ -100,6 +100,21 @@ class _Output:
         return "".join(self.parts)
 
 
+def _overload(func: object) -> object:
+    """`typing.overload` without its registry: the original reads `func.__code__`, an event the audit
+    hook refuses, which would punish honest code as cheating. Like the original, it returns a function
+    that must not be called (the implementation, defined last, replaces it)."""
+
+    def overloaded(*args: object, **kwargs: object) -> object:
+        raise NotImplementedError("an @overload signature was called instead of its implementation")
+
+    return overloaded
+
+
+SUBSTITUTES = {("typing", "overload"): _overload}
+"""Members of allowed modules that the copies replace: the original trips a wall on honest use."""
+
+
 class _Imports:
     """The `__import__` a strategy sees: allowed modules only, already loaded, as stripped copies."""
 
@@ -113,7 +128,7 @@ class _Imports:
     def copy_of(self, module: types.ModuleType) -> types.ModuleType:
         """A fresh module object with the public members (changing it changes nothing shared).
 
-        Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
+        Replaced: the members of `SUBSTITUTES` (`typing.overload`). Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
         are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name).
@@ -132,7 +147,7 @@ class _Imports:
                 if not self._is_allowed(value.__name__):
                     continue
                 value = self.copy_of(value)
-            setattr(copy, key, value)
+            setattr(copy, key, SUBSTITUTES.get((name, key), value))
         return copy
 
     def __call__(self, name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002

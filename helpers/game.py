@@ -1,15 +1,20 @@
 """The 2048 game the model learns to play: `GameBoard`, the key maps, and text/ANSI/HTML renderers.
 
 The rules are the original system's: a 6x6 board by default, target 2048, a spawned tile is a 4 with
-probability 0.10 and a 2 otherwise, drawn from the game's own seeded `random.Random`. A move slides
+probability 0.10 and a 2 otherwise, drawn from the game's own `random.Random`. A move slides
 every tile as far as it goes and merges equal neighbours once per move (`[2, 2, 2, 2]` -> `[4, 4, 0, 0]`
 moving left); the score adds the value of each merged tile. A move that changes nothing spawns nothing
 and does not end the game; an invalid key ends it as `failed`; a tile reaching the target is a
 `success`; a board where no move changes anything is `failed`. Tiles are powers of two up to 2**30.
 
-Spawning is part of the public contract, so that a reference engine can replay a seeded game: the empty
-cells are listed row by row, `empties[int(rng.random() * len(empties))]` is the cell, and then
-`4 if rng.random() < probability_fours else 2` is its value. A new game spawns two tiles that way.
+Spawning is part of the public contract, so that a reference engine can replay a seeded game: `rng` is
+`random.Random(spawn_seed(seed))`, the empty cells are listed row by row,
+`empties[int(rng.random() * len(empties))]` is the cell, and then `4 if rng.random() < probability_fours
+else 2` is its value. A new game spawns two tiles that way. `spawn_seed` is a keyed 256-bit digest of the
+game's seed: training's seeds are small consecutive integers, and a strategy that could seed its own
+`random.Random` with them would find its game's by trial and then know every tile to come. The key is in
+this source, out of a strategy's reach (it reads no file); it is obscurity against the model, not a secret
+from people.
 
 Speed: the board is kept as one string, a letter per tile ("a" = 2, "b" = 4, ...; "." empty) and a
 newline between rows, so that a move is a handful of C-level string operations instead of Python loops
@@ -23,6 +28,7 @@ against a plain list-of-lists engine.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import random
 import re
@@ -195,6 +201,22 @@ def _target_char(target: int) -> str:
     return next((char for value, char in _CHAR_OF.items() if value >= target and value), "\x7f")
 
 
+SPAWN_KEY = b"gpt-oss-2048: the spawn stream of a game"
+"""The key of `spawn_seed`'s digest."""
+
+
+def spawn_seed(seed: int | str | None) -> int | None:
+    """The seed of a game's spawn stream: a keyed BLAKE2b digest of the game's seed (None stays None: fresh
+    entropy), so that trying seeds with `random.Random` does not find a game's tiles.
+
+        >>> spawn_seed(3407) == spawn_seed(3407) != spawn_seed(3408)
+        True
+    """
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(str(seed).encode(), key=SPAWN_KEY, digest_size=32).digest(), "big")
+
+
 class GameBoard:
     """One game of 2048: the board, the score, the state, and the keys that move it.
 
@@ -249,7 +271,7 @@ class GameBoard:
         self.probability_fours = probability_fours
         self.keymap = _resolve_keymap(keymap)
         self.moves = 0
-        self._rng = random.Random(seed)
+        self._rng = random.Random(spawn_seed(seed))
         self._text = text
         self._layout = _layout(size)
         self._target_char = _target_char(target)

@@ -25,7 +25,9 @@ moves in a row as `stalled`, and cuts every reason and output to printable chara
 
 What this does NOT protect against: a kernel exploit from the system calls left to a job; a strategy
 that escapes the Python walls reading its own game's future tiles from its own memory (it wins only
-its own game: nothing else is within reach); guessable game seeds; side channels. Walls a machine
+its own game: nothing else is within reach); someone who knows this source writing a strategy that
+recomputes `helpers.game.spawn_seed` (a model cannot guess its key; the seeds themselves are small
+integers); side channels. Walls a machine
 cannot provide are missing and reported (no seccomp off Linux, no namespaces where user namespaces are
 refused, no user change unless root); `RLIMIT_AS` does not hold on macOS; Windows is not supported.
 """

@@ -101,6 +101,34 @@ def _attribute_problems(name: str) -> list[str]:
     return []
 
 
+SELF_MATCHING_TYPES = frozenset(
+    "bool bytearray bytes dict float frozenset int list set str tuple".split()  # noqa: SIM905
+)
+"""Builtin types whose class pattern `case int(x)` binds the subject itself, reading no attribute."""
+
+
+def _class_pattern_problems(node: ast.MatchClass, builtins: set[str]) -> list[str]:
+    """Why a `case C(...)` pattern may read attributes by name.
+
+    `case C(name=...)` reads the attribute `name`, so the name is checked like `.name` (and `format` as an
+    unbound `str.format`). `case C(x, y)` reads the attributes that `C.__match_args__` names, strings a
+    class can get from anywhere (a namedtuple's fields, an ABC's `register`): positional sub-patterns are
+    allowed only on a builtin type that matches the subject itself (`case int(x)`), not on a name the
+    strategy rebinds.
+    """
+    problems = [problem for name in node.kwd_attrs for problem in _attribute_problems(name)]
+    if "format" in node.kwd_attrs:
+        problems.append("a class pattern that takes .format (call .format on a string literal)")
+    if node.patterns and not (
+        isinstance(node.cls, ast.Name) and node.cls.id in SELF_MATCHING_TYPES and node.cls.id in builtins
+    ):
+        problems.append(
+            "a class pattern with positional sub-patterns on a class other than a builtin type "
+            "(name the attributes: case C(x=...))"
+        )
+    return problems
+
+
 MAX_TEMPLATE_NESTING = 4
 """Format specs nested deeper than this are refused (Python itself formats two levels at most)."""
 
@@ -139,6 +167,7 @@ def _format_problems(receiver: ast.expr) -> list[str]:
 def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[str]) -> str | None:
     """The first escape or banned import, as `line N: what`, or None."""
     allowed_list = ", ".join(allowed) or "none"
+    builtins = _builtin_references(table)
     findings: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
@@ -163,10 +192,10 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
             findings += [(line, problem) for problem in _attribute_problems(node.attr)]
             if node.attr == "format":
                 findings += [(line, problem) for problem in _format_problems(node.value)]
-        elif isinstance(node, ast.MatchClass):  # `case C(name=...)` reads the attribute `name`
-            findings += [(line, problem) for name in node.kwd_attrs for problem in _attribute_problems(name)]
+        elif isinstance(node, ast.MatchClass):
+            findings += [(line, problem) for problem in _class_pattern_problems(node, builtins)]
         findings += [(line, problem) for problem in _identifier_problems(node)]
-    builtins_used = _builtin_references(table) & FORBIDDEN_BUILTINS
+    builtins_used = builtins & FORBIDDEN_BUILTINS
     findings += [
         (node.lineno, f"the builtin {node.id}")
         for node in ast.walk(tree)
@@ -244,6 +273,7 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
     - `syntax_error`: no text, or it does not compile (`SyntaxError`, null bytes, a parser bomb).
     - `forbidden`: an import outside `allowed_imports` (relative and `*` imports included), a dunder
       name, a private or dunder attribute (`case C(_x=...)` included), a name in `FORBIDDEN_ATTRIBUTES`,
+      a class pattern with positional sub-patterns on anything but a builtin type (`case int(x)`),
       a builtin in `FORBIDDEN_BUILTINS` (a variable of the strategy's own with such a name is fine), or
       `.format` on anything but a string literal whose fields read no attribute or item.
       `from __future__ import annotations` and reading `__name__` are allowed.

@@ -557,14 +557,16 @@ def strategy(board):
 
 
 def test_module_copies_hold_no_metaclass_to_build_a_class_from_strings():
+    """Two walls: the static checks refuse the positional class pattern (red team 4), and past them the
+    module copies have no `ABCMeta` to build the class with."""
     from helpers.config import Config
     from helpers.rewards import reward_functions
 
     completion = [[{"role": "assistant", "content": f"```python\n{METACLASS_MATCH}\n```"}]]
     works, clean, succeeds = (f(completion) for f in reward_functions(Config()))
-    result = play_batch([METACLASS_MATCH], seeds=[1])[0][0]
+    assert check_source(METACLASS_MATCH).verdict == "forbidden" and clean[0] < 0
+    result = _play_unchecked(METACLASS_MATCH, GameBoard(seed=1), SandboxConfig())
     assert result.state == "error" and "ABCMeta" in result.error, result
-    assert succeeds[0] < 0
 
 
 def test_a_deeply_nested_format_template_is_judged_alone_not_the_whole_batch():

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import SandboxConfig
-from helpers.game import GameBoard
+from helpers.game import GameBoard, spawn_seed
 from helpers.sandbox import (
     _play_unchecked,
     execute_strategy,
@@ -410,7 +410,7 @@ def test_the_strategys_random_is_not_the_games_spawn_stream():
 
     for seed in (0, 1, 3407):
         printed = float(play_batch([PREDICTOR], seeds=[seed], sandbox_config=FAST)[0][0].output)
-        stream = random.Random(seed)
+        stream = random.Random(spawn_seed(seed))
         assert printed not in [stream.random() for _ in range(10)]
 
 
