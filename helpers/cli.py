@@ -52,6 +52,7 @@ from helpers.runs import (
     RunFolderError,
     end_process_group,
     is_main_process,
+    latest_checkpoint,
     saved_config,
     world_size,
 )
@@ -247,6 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
+    args.run_folder = config.training.output_dir  # for the advice after an interruption
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
     if main_process:
         log_path = start_log(config.training.output_dir, args)
@@ -672,9 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _log_traceback()
-        print(
-            "\ninterrupted" + ("; continue with --resume" if args.command == "train" else ""), file=sys.stderr
-        )
+        print("\n" + _after_interruption(args), file=sys.stderr)
         return 130
     except Exception:
         _log_traceback()
@@ -682,6 +682,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         logging.getLogger("helpers").removeHandler(console)
         _stop_logs(stdout)
+
+
+def _after_interruption(args: argparse.Namespace) -> str:
+    """What an interrupted command says: for training, whether a checkpoint is there to resume from."""
+    folder = getattr(args, "run_folder", None)
+    if args.command != "train" or folder is None:
+        return "interrupted"
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None:
+        return (
+            f"interrupted before the first checkpoint: nothing to resume in {folder}; the same command without "
+            "--resume starts again (the logs are kept)"
+        )
+    return f"interrupted; continue from {checkpoint.name} with --resume"
 
 
 def _log_traceback() -> None:

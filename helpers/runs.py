@@ -124,11 +124,16 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     ]
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint folder with the highest step in `output_dir`, or None."""
+COMPLETE_MARK = "trainer_state.json"
+"""The file a checkpoint gets last (after the weights, optimiser and random states): without it, the save
+was interrupted and the folder cannot be resumed from."""
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Every `checkpoint-N` folder in `output_dir`, complete or not, by step."""
     folder = Path(output_dir)
     if not folder.is_dir():
-        return None
+        return []
     steps = [
         (int(path.name[len(CHECKPOINT_PREFIX) :]), path)
         for path in folder.iterdir()
@@ -136,7 +141,21 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
         and path.name.startswith(CHECKPOINT_PREFIX)
         and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
     ]
-    return max(steps)[1] if steps else None
+    return [path for _, path in sorted(steps)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint folder with the highest step in `output_dir`, or None.
+
+    A folder whose save was interrupted (no `COMPLETE_MARK`) is passed over: `incomplete_checkpoints`.
+    """
+    complete = [path for path in checkpoints(output_dir) if (path / COMPLETE_MARK).is_file()]
+    return complete[-1] if complete else None
+
+
+def incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint folders whose save was interrupted (an interruption while saving leaves one)."""
+    return [path for path in checkpoints(output_dir) if not (path / COMPLETE_MARK).is_file()]
 
 
 def saved_config(
@@ -182,6 +201,12 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
     folder = Path(config.training.output_dir)
     saved_path = folder / RUN_CONFIG_FILE
     checkpoint = latest_checkpoint(folder)
+    for broken in incomplete_checkpoints(folder):
+        log.warning(
+            "%s was left incomplete (its save was interrupted): passed over%s",
+            broken.name,
+            f"; the run continues from {checkpoint.name}" if checkpoint else "",
+        )
     current = as_dict(config)
     if resume == "auto":
         resume = checkpoint is not None

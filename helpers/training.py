@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -285,7 +286,18 @@ def _logs_beside_the_bar(progress: bool) -> Any:
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("helpers")])
+    def on_the_console(logger: logging.Logger) -> bool:
+        return any(
+            isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
+            for handler in logger.handlers
+        )
+
+    # only the loggers that print: tqdm gives each logger named a handler of its own, and a record of
+    # `helpers` that propagates to a root given one as well would be printed twice
+    loggers = [
+        logger for logger in (logging.getLogger(), logging.getLogger("helpers")) if on_the_console(logger)
+    ]
+    return logging_redirect_tqdm(loggers=loggers)
 
 
 REPEATED_NOTICES = ("Both `max_new_tokens`",)

@@ -415,3 +415,20 @@ def json_lines(path):
     import json
 
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_an_interrupted_training_says_whether_there_is_a_checkpoint_to_resume(tmp_path):
+    import argparse
+
+    from helpers.cli import _after_interruption
+    from helpers.runs import COMPLETE_MARK
+
+    args = argparse.Namespace(command="train", run_folder=str(tmp_path))
+    assert "nothing to resume" in _after_interruption(args) and "without --resume" in _after_interruption(
+        args
+    )
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / COMPLETE_MARK).write_text("{}")
+    (tmp_path / "checkpoint-6").mkdir()  # interrupted while saving
+    assert _after_interruption(args) == "interrupted; continue from checkpoint-3 with --resume"
+    assert _after_interruption(argparse.Namespace(command="evaluate")) == "interrupted"

@@ -158,6 +158,7 @@ def fake_run(tmp_path, config, steps=(2,), logged=4):
     folder = tmp_path / "fake"
     for number in steps:
         (folder / f"checkpoint-{number}").mkdir(parents=True)
+        (folder / f"checkpoint-{number}" / runs.COMPLETE_MARK).write_text("{}")
     (folder / runs.RUN_CONFIG_FILE).write_text(json.dumps(as_dict(config)))
     for number in range(1, logged + 1):
         append_metrics(folder / "metrics.jsonl", {"step": number, "reward": 0.0})
@@ -356,6 +357,7 @@ def test_log_lines_go_through_the_progress_bar_not_after_it(capsys):
         logging.getLogger("helpers").removeHandler(handler)
     err = capsys.readouterr().err
     assert "\rstep 1/3 reward 0.500\n" in err  # the bar's line was cleared first, not written onto
+    assert err.count("step 1/3 reward 0.500") == 1  # once: not again through the root logger
     assert "after the bar\n" in err  # the console handler is back once training ends
 
 
@@ -369,3 +371,25 @@ def test_a_notice_generate_repeats_every_step_is_dropped_while_training(caplog):
     logger.warning("Both `max_new_tokens` after training")
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["some other notice", "Both `max_new_tokens` after training"]
+
+
+def test_a_checkpoint_whose_save_was_interrupted_is_passed_over_on_resume(tmp_path, caplog):
+    """An interruption while saving leaves `checkpoint-N` without its trainer state: resuming from it
+    crashed inside the trainer ("Can't find a valid checkpoint")."""
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = fake_run(tmp_path, config, steps=(2,))
+    (folder / "checkpoint-4").mkdir()  # the save of step 4 was cut short
+    assert runs.latest_checkpoint(folder).name == "checkpoint-2"
+    assert [path.name for path in runs.incomplete_checkpoints(folder)] == ["checkpoint-4"]
+    with caplog.at_level(logging.WARNING, logger="helpers"):
+        assert runs.prepare_run_folder(config, resume=True).name == "checkpoint-2"
+    assert "checkpoint-4 was left incomplete" in caplog.text and "continues from checkpoint-2" in caplog.text
+
+
+def test_only_an_interrupted_save_is_nothing_to_resume(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = tmp_path / "fake"
+    (folder / "checkpoint-1").mkdir(parents=True)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        runs.prepare_run_folder(config, resume=True)
+    assert runs.prepare_run_folder(config, resume=False) is None  # a new run may start there
