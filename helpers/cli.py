@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, field_docs, make_config
+from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, GameConfig, field_docs, make_config
 from helpers.config import SECTIONS as CONFIG_SECTIONS
 from helpers.evaluate import BASELINES, PRESETS
 from helpers.export import FORMATS, ExportError, ExportVerificationError, export_model
@@ -331,9 +332,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if best is not None and best.source is not None:
         print(f"best strategy ({best.name}, mean score {best.mean_score:,.0f}):\n{best.source}\n")
     print(f"strategies, report.md, report.json and heldout.png: {folder}")
-    if args.checkpoint and best is not None:
+    best_file = folder / BEST_FILE
+    if not best_file.is_file():
+        print("no sampled strategy played a game, so there is no best.py to watch (try more --strategies)")
+    elif args.checkpoint and folder.resolve() == heldout_folder(args.checkpoint).resolve():
         print(f"watch the best one play: {_command()} play --checkpoint {args.checkpoint}")
+    else:
+        print(f"watch the best one play: {_command()} play {_play_arguments(best_file, game, seeds[0])}")
     return 0
+
+
+def _play_arguments(strategy: Path, game: GameConfig, seed: int) -> str:
+    """`play`'s arguments that watch `strategy` on the game it was evaluated on."""
+    settings = [f"game.size={game.size}", f"game.target={game.target}"]
+    if game.probability_fours != GameConfig().probability_fours:
+        settings.append(f"game.probability_fours={game.probability_fours}")
+    keymap = f" --keymap {game.keymap}" if isinstance(game.keymap, str) and game.keymap != "bepo" else ""
+    return (
+        shlex.join(["--strategy", str(strategy), "--seed", str(seed)])
+        + keymap
+        + "".join(f" --set {setting}" for setting in settings)
+    )
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:

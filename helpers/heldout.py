@@ -233,11 +233,21 @@ def plot_heldout(report: HeldOutReport, title: str = "") -> Any:
 
 
 def write_report(report: HeldOutReport, folder: str | os.PathLike) -> Path:
-    """Write the strategies, `report.json`, `report.md`, `heldout.png` and `best.py` into `folder`."""
+    """Write the strategies, `report.json`, `report.md`, `heldout.png` and `best.py` into `folder`.
+
+    An earlier report's strategies and `best.py` there are removed first (a report without a strategy that
+    played has no `best.py`)."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
     (folder / "strategies").mkdir(parents=True, exist_ok=True)
+    # an earlier report in this folder: its strategies and best.py must not pass for this one's
+    for old in [
+        *(folder / "strategies").glob("*.py"),
+        *(folder / "strategies").glob("*.txt"),
+        folder / BEST_FILE,
+    ]:
+        old.unlink(missing_ok=True)
     for strategy in report.strategies:
         if strategy.source is not None:
             (folder / "strategies" / f"{strategy.name}.py").write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,10 @@ def test_evaluate_compares_trained_and_untrained_on_held_out_games(trained_run, 
     assert (folder / "report.md").is_file() and (folder / "heldout.png").is_file()
     assert len(list((folder / "strategies").glob("*.txt"))) == 4
     assert "evaluate --checkpoint" in (output_dir / "evaluate.log").read_text()
+    if (folder / "best.py").is_file():
+        assert f"play --checkpoint {checkpoint}" in out
+    else:
+        assert "no sampled strategy played a game" in out
 
 
 @pytest.mark.slow  # trains a run first (about 15 s)
@@ -432,3 +437,14 @@ def test_an_interrupted_training_says_whether_there_is_a_checkpoint_to_resume(tm
     (tmp_path / "checkpoint-6").mkdir()  # interrupted while saving
     assert _after_interruption(args) == "interrupted; continue from checkpoint-3 with --resume"
     assert _after_interruption(argparse.Namespace(command="evaluate")) == "interrupted"
+
+
+def test_evaluate_elsewhere_shows_a_play_command_that_finds_its_best_strategy(tmp_path):
+    from helpers.cli import _play_arguments
+    from helpers.config import GameConfig
+
+    best = tmp_path / "my eval" / "best.py"
+    arguments = _play_arguments(best, GameConfig(size=4, target=512, keymap="wasd"), 1_000_000_000)
+    parsed = cli.build_parser().parse_args(["play", *shlex.split(arguments)])
+    assert (parsed.strategy, parsed.seed, parsed.keymap) == (str(best), 1_000_000_000, "wasd")
+    assert parsed.set == ["game.size=4", "game.target=512"]

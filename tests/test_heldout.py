@@ -114,6 +114,19 @@ def test_the_report_is_written_with_the_strategies_and_the_best_one(tmp_path):
     assert (folder / "report.md").read_text().startswith("| strategy")
 
 
+def test_a_new_report_in_the_same_folder_leaves_nothing_of_the_old_one(tmp_path):
+    from dataclasses import replace
+
+    report = make_report()
+    write_report(report, tmp_path / "heldout")
+    (tmp_path / "heldout" / "notes.md").write_text("mine")
+    none_played = replace(report, strategies=[s for s in report.strategies if s.source is None])
+    folder = write_report(none_played, tmp_path / "heldout")
+    assert not (folder / BEST_FILE).exists()  # the old best.py would pass for this report's
+    assert sorted(path.name for path in (folder / "strategies").iterdir()) == ["untrained-02.txt"]
+    assert (folder / "notes.md").read_text() == "mine"  # only what a report writes is replaced
+
+
 def test_the_plot_has_one_column_per_model_and_a_line_per_baseline():
     import matplotlib.pyplot as plt
 
