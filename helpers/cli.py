@@ -58,7 +58,7 @@ from helpers.runs import (
     world_size,
 )
 from helpers.sandbox import execute_strategy, extract_function
-from helpers.training import ConfigurationError, check_batch_sizes, start_reward_pool, train
+from helpers.training import ConfigurationError, check_batch_sizes, check_game, start_reward_pool, train
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -249,7 +249,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
+    if Path(config.training.output_dir).exists() and not Path(config.training.output_dir).is_dir():
+        raise UsageError(
+            f"the output folder {config.training.output_dir} is a file: choose another --output-dir"
+        )
     args.run_folder = config.training.output_dir  # for the advice after an interruption
+    check_game(config)
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
     if main_process:
         log_path = start_log(config.training.output_dir, args)

@@ -472,6 +472,13 @@ def validate(config: Config) -> None:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {chosen!r}")
     if training.beta < 0:
         raise ValueError(f"training.beta must be 0 or more, not {training.beta}")
+    above_zero: dict[str, float] = {
+        "training.learning_rate": training.learning_rate,
+        "training.temperature": training.temperature,
+    }
+    for name, number in above_zero.items():
+        if not number > 0:
+            raise ValueError(f"{name} must be more than 0, not {number}")
     trackers = [name.strip() for name in training.report_to.split(",") if name.strip()]
     unknown = sorted(set(trackers) - set(TRACKERS))
     if unknown or not trackers or ("none" in trackers and len(trackers) > 1):

@@ -245,6 +245,12 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 log.warning("a log without checkpoints was in %s: kept as %s", folder, kept.name)
     if not write:
         return checkpoint
+    if (
+        resume
+        and checkpoint is not None
+        and int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) >= config.training.max_steps
+    ):
+        return checkpoint  # nothing will train: the run's saved settings (its max_steps) stay the truth
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint

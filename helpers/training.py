@@ -106,6 +106,17 @@ def build_dataset(config: Config) -> Any:
     return Dataset.from_list([row] * config.training.dataset_size)
 
 
+def check_game(config: Config) -> None:
+    """Raise `ConfigurationError` when the game settings make no game (a key map that does not exist, ...):
+    before a run's folder is touched, not at the first reward."""
+    from helpers.game import from_config
+
+    try:
+        from_config(config.game, seed=0)
+    except ValueError as error:
+        raise ConfigurationError(f"game settings: {error}") from None
+
+
 def check_batch_sizes(config: Config, num_processes: int = 1) -> int:
     """The generation batch (completions per optimiser step); raises if TRL would refuse it.
 
@@ -361,6 +372,7 @@ def train(
     """
 
     check_batch_sizes(config, world_size())
+    check_game(config)
     if model is None:
         check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
     main = is_main_process()

@@ -448,3 +448,21 @@ def test_evaluate_elsewhere_shows_a_play_command_that_finds_its_best_strategy(tm
     parsed = cli.build_parser().parse_args(["play", *shlex.split(arguments)])
     assert (parsed.strategy, parsed.seed, parsed.keymap) == (str(best), 1_000_000_000, "wasd")
     assert parsed.set == ["game.size=4", "game.target=512"]
+
+
+def test_train_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "a-file"
+    path.write_text("mine")
+    assert cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(path)]) == 2
+    assert "is a file: choose another --output-dir" in capsys.readouterr().err
+    assert path.read_text() == "mine"
+
+
+def test_train_refuses_a_key_map_that_does_not_exist_before_touching_the_folder(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert (
+        cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(folder), "--game.keymap", "qwerty"])
+        == 2
+    )
+    assert "game settings: unknown keymap 'qwerty'" in capsys.readouterr().err
+    assert not folder.exists()

@@ -59,6 +59,8 @@ def test_overrides_convert_strings_from_a_command_line():
         ({"steps_per_generation": -2}, "steps_per_generation must be 0"),
         ({"rewards": {"games_per_completion": 0}}, "rewards.games_per_completion must be at least 1"),
         ({"preset": "8x8"}, "unknown preset '8x8'"),
+        ({"learning_rate": -1}, "training.learning_rate must be more than 0, not -1"),
+        ({"temperature": 0}, "training.temperature must be more than 0"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(kwargs, message):

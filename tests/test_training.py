@@ -393,3 +393,13 @@ def test_only_an_interrupted_save_is_nothing_to_resume(tmp_path):
     with pytest.raises(RunFolderError, match="nothing to resume"):
         runs.prepare_run_folder(config, resume=True)
     assert runs.prepare_run_folder(config, resume=False) is None  # a new run may start there
+
+
+def test_a_resume_that_trains_nothing_leaves_the_runs_settings_as_they_were(tmp_path):
+    """The saved max_steps says which games training played: the held-out check reads it."""
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"), max_steps=4)
+    folder = fake_run(tmp_path, config, steps=(2, 4))
+    assert runs.prepare_run_folder(replace_steps(config, 2), resume=True).name == "checkpoint-4"
+    assert runs.saved_config(folder).training.max_steps == 4
+    runs.prepare_run_folder(replace_steps(config, 6), resume=True)  # this one trains on: it is saved
+    assert runs.saved_config(folder).training.max_steps == 6
