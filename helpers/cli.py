@@ -34,7 +34,7 @@ from typing import Any
 from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, GameConfig, field_docs, make_config
 from helpers.config import SECTIONS as CONFIG_SECTIONS
 from helpers.evaluate import BASELINES, PRESETS
-from helpers.export import FORMATS, ExportError, ExportVerificationError, export_model
+from helpers.export import FORMATS, ExportError, ExportVerificationError, export_model, format_unsupported
 from helpers.game import KEYMAPS, from_config, keys_by_direction, play_keys, render_ansi, render_text
 from helpers.heldout import (
     BEST_FILE,
@@ -378,6 +378,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--output names one folder: use it with a single --format")
     start_log(run or config.training.output_dir, args)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
+    if args.format == "all":  # every format this model has, before any is written
+        for fmt in [fmt for fmt in formats if format_unsupported(model, fmt)]:
+            print(f"{fmt}: skipped: {format_unsupported(model, fmt)}")
+            formats.remove(fmt)
     for fmt in formats:
         output = args.output or (Path(run or config.training.output_dir) / f"export-{fmt}")
         result = export_model(model, tokenizer, config, fmt, output, verify=not args.no_verify)

@@ -147,6 +147,17 @@ def default_export_dir(config: Config | TrainingConfig, fmt: str) -> Path:
     return Path(_training(config).output_dir) / f"export-{fmt}"
 
 
+def format_unsupported(model: Any, fmt: str) -> str | None:
+    """Why `model` cannot be exported as `fmt`, or None when it can."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "gpt_oss")
+    if fmt == "mxfp4" and model_type != "gpt_oss":
+        return (
+            f"MXFP4 is gpt-oss's release format, which packs its mixture-of-experts weights; this model "
+            f"({model_type}) has no experts to pack: export lora or merged_16bit"
+        )
+    return None
+
+
 def export_model(
     model: Any,
     tokenizer: Any,
@@ -175,12 +186,9 @@ def _export(
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     training = _training(config)
-    model_type = getattr(getattr(model, "config", None), "model_type", "gpt_oss")
-    if fmt == "mxfp4" and model_type != "gpt_oss":
-        raise ExportError(
-            f"MXFP4 is gpt-oss's release format, which packs its mixture-of-experts weights; this model "
-            f"({model_type}) has no experts to pack: export lora or merged_16bit"
-        )
+    unsupported = format_unsupported(model, fmt)
+    if unsupported:
+        raise ExportError(unsupported)
     path = Path(path) if path is not None else default_export_dir(training, fmt)
     steps = trained_steps(model)
     refuse_to_replace(path, fmt, steps)

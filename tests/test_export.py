@@ -320,3 +320,15 @@ def test_a_checkpoint_loads_with_its_steps(tiny_model_dir, tmp_path):
     assert trained_steps(model) == 0 and trained_steps(loaded) == 12
     with pytest.raises(Exception, match="does not exist"):
         load_model(config, adapter=tmp_path / "checkpoint-99")
+
+
+def test_only_gpt_oss_has_an_mxfp4_export():
+    from types import SimpleNamespace
+
+    from helpers.export import FORMATS, format_unsupported
+
+    llama = SimpleNamespace(config=SimpleNamespace(model_type="llama"))
+    gpt_oss = SimpleNamespace(config=SimpleNamespace(model_type="gpt_oss"))
+    assert [fmt for fmt in FORMATS if format_unsupported(llama, fmt)] == ["mxfp4"]
+    assert "(llama) has no experts" in format_unsupported(llama, "mxfp4")
+    assert not any(format_unsupported(gpt_oss, fmt) for fmt in FORMATS)
