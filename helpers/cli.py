@@ -134,9 +134,16 @@ def build_config(args: argparse.Namespace, saved_run: str | os.PathLike | None =
 
 
 def run_folder_of(checkpoint: str | None) -> Path | None:
-    """The run folder a checkpoint belongs to, when it holds the run's saved settings."""
+    """The run folder a checkpoint belongs to, when it holds the run's saved settings.
+
+    Raises `UsageError` when there is no such checkpoint folder: before any log is started for it.
+    """
     if checkpoint is None:
         return None
+    if not Path(checkpoint).is_dir():
+        raise UsageError(
+            f"no checkpoint folder {checkpoint} (a run's checkpoint-N, or an exported export-lora)"
+        )
     for folder in (Path(checkpoint), Path(checkpoint).parent):
         if (folder / RUN_CONFIG_FILE).is_file():
             return folder

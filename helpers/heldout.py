@@ -13,8 +13,10 @@ The tables and plots (`summary_rows`, `plot_heldout`) need no torch; sampling do
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +27,8 @@ from helpers.config import Config, EvalConfig, training_seeds
 from helpers.evaluate import EvalReport, evaluate_strategy
 from helpers.rewards import reward_values, verdicts
 from helpers.training import generate_strategies
+
+log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 """The held-out evaluation's numbers, in its folder."""
@@ -312,14 +316,23 @@ def evaluate_models(
     seeds = check_held_out(config, evaluation)
     samples = []
     models = ("untrained", "trained") if trained else ("untrained",)
+    started = time.perf_counter()
+
+    def progress(what: str) -> None:
+        log.info("held-out evaluation, %.0f s: %s", time.perf_counter() - started, what)
+
     for model_name in models:
+        progress(f"sampling {evaluation.strategies} strategies from the {model_name} model")
         for generated in sample(
             model, tokenizer, config, evaluation.strategies, evaluation.seed, adapter=model_name == "trained"
         ):
             samples.append((model_name, generated.text))
+    progress(f"playing {len(samples)} strategies on {len(seeds)} held-out games each")
     strategies = score_strategies(samples, config, seeds)
+    progress(f"playing the baselines ({', '.join(evaluation.baselines) or 'none'})")
     baselines = [
         evaluate_strategy(name, config.game, len(seeds), seeds[0], config.sandbox)
         for name in evaluation.baselines
     ]
+    progress("done")
     return HeldOutReport(seeds, asdict(config.game), checkpoint, strategies, baselines)

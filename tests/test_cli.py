@@ -178,8 +178,10 @@ def test_evaluate_compares_trained_and_untrained_on_held_out_games(trained_run, 
     checkpoint = output_dir / "checkpoint-1"
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--strategies", "2", "--games", "2"]
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "2 strategies from each model, 2 held-out games each (seeds 1000000000..1000000001)" in out
+    for phase in ("sampling 2 strategies from the trained model", "playing 4 strategies on 2 held-out games"):
+        assert phase in err  # the long wait says what it is doing
     for row in ("| untrained model (2 samples) ", "| trained model (2 samples) ", "| random ", "| greedy "):
         assert row in out
     folder = output_dir / "heldout-checkpoint-1"
@@ -466,3 +468,13 @@ def test_train_refuses_a_key_map_that_does_not_exist_before_touching_the_folder(
     )
     assert "game settings: unknown keymap 'qwerty'" in capsys.readouterr().err
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_a_checkpoint_that_does_not_exist_is_refused_before_any_log_is_written(
+    command, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([command, "--profile", "cpu-tiny", "--checkpoint", str(tmp_path / "checkpoint-9")]) == 2
+    assert "no checkpoint folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no outputs/ folder with a log of the mistake
