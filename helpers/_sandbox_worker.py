@@ -128,10 +128,11 @@ class _Imports:
     def copy_of(self, module: types.ModuleType) -> types.ModuleType:
         """A fresh module object with the public members (changing it changes nothing shared).
 
-        Replaced: the members of `SUBSTITUTES` (`typing.overload`). Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
+        Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
         are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
-        and `__match_args__` that let a `match` class pattern read any attribute by name).
+        and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
+        members of `SUBSTITUTES` (`typing.overload`).
         """
         name = module.__name__
         if name in self.copies:

@@ -386,9 +386,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     start_log(run or config.training.output_dir, args)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
     if args.format == "all":  # every format this model has, before any is written
-        for fmt in [fmt for fmt in formats if format_unsupported(model, fmt)]:
-            print(f"{fmt}: skipped: {format_unsupported(model, fmt)}")
-            formats.remove(fmt)
+        for fmt in list(formats):
+            reason = format_unsupported(model, fmt)
+            if reason:
+                print(f"{fmt}: skipped: {reason}")
+                formats.remove(fmt)
     for fmt in formats:
         output = args.output or (Path(run or config.training.output_dir) / f"export-{fmt}")
         result = export_model(model, tokenizer, config, fmt, output, verify=not args.no_verify)
