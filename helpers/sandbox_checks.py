@@ -79,10 +79,18 @@ def _identifier_problems(node: ast.AST) -> Iterable[str]:
 
 
 def _builtin_references(table: symtable.SymbolTable) -> set[str]:
-    """Names that resolve to builtins: referenced, global in their scope, never bound at module level."""
-    bound = {
-        symbol.get_name() for symbol in table.get_symbols() if symbol.is_assigned() or symbol.is_imported()
-    }
+    """Names that resolve to builtins: referenced, global in their scope, never bound as a global (at module
+    level, or in a function that declares it `global`)."""
+    bound, stack = set(), [table]
+    while stack:
+        scope = stack.pop()
+        bound |= {
+            symbol.get_name()
+            for symbol in scope.get_symbols()
+            if (scope is table or symbol.is_declared_global())
+            and (symbol.is_assigned() or symbol.is_imported())
+        }
+        stack.extend(scope.get_children())
     names, stack = set(), [table]
     while stack:
         scope = stack.pop()

@@ -64,8 +64,19 @@ def test_spawn_seed_spreads_consecutive_seeds_and_keeps_none_fresh():
         "    return 'a'\n",
         "def strategy(board):\n    int = list\n    match board:\n        case int(rows):\n            return 'a'\n"
         "    return 'a'\n",
+        "def strategy(board):\n    global int\n    int = list\n    match board:\n        case int(rows):\n"
+        "            return 'a'\n    return 'a'\n",
+        "def strategy(board):\n    def inner():\n        global str\n        str = list\n    inner()\n"
+        "    match 'x':\n        case str(f):\n            return 'a'\n    return 'a'\n",
     ],
-    ids=["unbound-format", "format-on-str", "positional-on-registered-namedtuple", "rebound-builtin"],
+    ids=[
+        "unbound-format",
+        "format-on-str",
+        "positional-on-registered-namedtuple",
+        "rebound-builtin",
+        "builtin-rebound-through-global",
+        "builtin-rebound-through-global-in-an-inner-function",
+    ],
 )
 def test_class_patterns_that_read_attributes_by_name_are_refused(source):
     assert check_source(source).verdict == "forbidden"
