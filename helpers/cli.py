@@ -51,6 +51,7 @@ from helpers.model import ModelLoadError, check_loadable, load_model
 from helpers.runs import (
     RUN_CONFIG_FILE,
     RunFolderError,
+    check_output_folder,
     end_process_group,
     is_main_process,
     latest_checkpoint,
@@ -256,10 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
-    if Path(config.training.output_dir).exists() and not Path(config.training.output_dir).is_dir():
-        raise UsageError(
-            f"the output folder {config.training.output_dir} is a file: choose another --output-dir"
-        )
+    check_output_folder(config)
     args.run_folder = config.training.output_dir  # for the advice after an interruption
     check_game(config)
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind

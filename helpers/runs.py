@@ -129,13 +129,27 @@ COMPLETE_MARK = "trainer_state.json"
 was interrupted and the folder cannot be resumed from."""
 
 
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The training step a `checkpoint-N` folder holds: N."""
+    return int(Path(checkpoint).name[len(CHECKPOINT_PREFIX) :])
+
+
+def check_output_folder(config: Config) -> None:
+    """Raise `RunFolderError` when the run's output folder is a file (before any log is written there)."""
+    folder = Path(config.training.output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(
+            f"the output folder {folder} is a file: choose another --output-dir (output_dir= in make_config)"
+        )
+
+
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Every `checkpoint-N` folder in `output_dir`, complete or not, by step."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
     steps = [
-        (int(path.name[len(CHECKPOINT_PREFIX) :]), path)
+        (checkpoint_step(path), path)
         for path in folder.iterdir()
         if path.is_dir()
         and path.name.startswith(CHECKPOINT_PREFIX)
@@ -198,6 +212,7 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
     `resume="auto"` resumes when the folder holds a checkpoint and starts afresh when it does not.
     `write=False` (every process of several but the main one) checks and changes nothing.
     """
+    check_output_folder(config)
     folder = Path(config.training.output_dir)
     saved_path = folder / RUN_CONFIG_FILE
     checkpoint = latest_checkpoint(folder)
@@ -225,7 +240,7 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 + "\n  ".join(differences)
                 + "\nResume with the run's own settings, or start a new run in another output folder."
             )
-        step = int(checkpoint.name[len(CHECKPOINT_PREFIX) :])
+        step = checkpoint_step(checkpoint)
         for path in (metrics_path(folder), completions_path(folder)):
             if write:
                 truncate_metrics(path, step)
@@ -245,11 +260,7 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 log.warning("a log without checkpoints was in %s: kept as %s", folder, kept.name)
     if not write:
         return checkpoint
-    if (
-        resume
-        and checkpoint is not None
-        and int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) >= config.training.max_steps
-    ):
+    if resume and checkpoint is not None and checkpoint_step(checkpoint) >= config.training.max_steps:
         return checkpoint  # nothing will train: the run's saved settings (its max_steps) stay the truth
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")

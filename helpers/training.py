@@ -44,7 +44,7 @@ from helpers.model import (
 from helpers.prompts import chat_messages
 from helpers.rewards import reward_functions
 from helpers.runs import (
-    CHECKPOINT_PREFIX,
+    checkpoint_step,
     is_main_process,
     latest_checkpoint,
     local_processes,
@@ -378,7 +378,7 @@ def train(
     main = is_main_process()
     checkpoint = prepare_run_folder(config, resume, write=main)
     config = for_this_process(config)
-    done = int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) if checkpoint else 0
+    done = checkpoint_step(checkpoint) if checkpoint else 0
     if done >= config.training.max_steps:  # the trainer would run one step past the end
         holds = f"the run is complete at {checkpoint.name} (step {done} of {config.training.max_steps})"
         if model is not None:
