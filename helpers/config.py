@@ -245,17 +245,18 @@ def h100() -> TrainingConfig:
     """Large-memory GPUs (H100/H200): 16-bit weights, 256 completions generated at once per step.
 
     A decoding step costs nearly the same whatever the batch, so one step generates 256 completions
-    together (four groups of 64) and trains on them in micro-batches of 8 (the micro-batch Unsloth
-    compiled cleanly): 7.2 completions/s on an H200 against 2.1-2.5 at 64 a step. 250 steps see the
-    64,000 completions that 1000 steps of 64 did. The measurements: benchmarks/RESULTS.md, "GPU
-    throughput" and "Throughput on H200s".
+    together (four groups of 64) and trains on them in micro-batches of 16: 8.04-8.08 completions/s on
+    an H200 against 6.27-7.48 in micro-batches of 8 and 2.1-2.5 at 64 a step. Micro-batches of 16
+    compile for about 8 minutes on a fresh machine (8: 4-5), once: the cache makes a later run's first
+    step 70 s. 250 steps see the 64,000 completions that 1000 steps of 64 did. The measurements:
+    benchmarks/RESULTS.md, "Throughput on H200s" and "Micro-batch 16 with a warm cache".
     """
     return TrainingConfig(
         profile="h100",
         load_in_4bit=False,
         offload_embedding=False,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=32,
+        per_device_train_batch_size=16,
+        gradient_accumulation_steps=16,
         num_generations=64,
         max_steps=250,
         save_steps=25,
