@@ -140,6 +140,31 @@ def use_compile_cache(folder: str) -> dict[str, str]:
     return chosen
 
 
+def first_step_note(config: Config | TrainingConfig) -> str | None:
+    """What the first step of a run on the Unsloth path will cost in compilation, or None off that path.
+
+    The compilers' caches (`use_compile_cache`) decide it: an empty one means minutes of compiling
+    (7-9 for the `h100` profile on a fresh H200), one filled by an earlier run with the same settings
+    about a minute (benchmarks/RESULTS.md, "Micro-batch 16 with a warm cache").
+    """
+    if not uses_unsloth(config):
+        return None
+    folder = _training(config).compile_cache
+    if not folder:
+        return "the first step compiles GPU kernels into the libraries' default caches: it takes minutes"
+    root = Path(folder).expanduser()
+    size = sum(path.stat().st_size for path in root.rglob("*") if path.is_file()) if root.is_dir() else 0
+    if size == 0:
+        return (
+            f"the first step compiles GPU kernels into {folder} (empty now): expect several minutes "
+            "before its line; later runs with the same settings reuse them"
+        )
+    return (
+        f"the first step reuses the GPU kernels in {folder} ({size / 1e6:.0f} MB): about a minute when an "
+        "earlier run used the same settings, several minutes for new ones"
+    )
+
+
 def import_unsloth_if_used(config: Config | TrainingConfig) -> bool:
     """Import Unsloth before transformers and TRL when the Unsloth path is taken; True if it was.
 

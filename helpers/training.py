@@ -35,6 +35,7 @@ from helpers.metrics import (
 )
 from helpers.model import (
     check_loadable,
+    first_step_note,
     import_unsloth_if_used,
     input_device,
     load_adapter_into,
@@ -425,6 +426,9 @@ def train(
         config.training.output_dir,
         f", resuming from {checkpoint.name}" if checkpoint else "",
     )
+    note = first_step_note(config)
+    if note and main:
+        log.info("%s", note)
     started = time.perf_counter()
     with _logs_beside_the_bar(progress), _without_repeated_notices():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

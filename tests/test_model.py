@@ -186,3 +186,18 @@ def test_an_empty_compile_cache_leaves_the_libraries_defaults(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert model_module.use_compile_cache("") == {}
     assert not any(name in os.environ for name in model_module.COMPILE_CACHES)
+
+
+def test_the_first_step_note_says_whether_the_compile_cache_is_filled(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    config = make_config("h100", compile_cache=str(cache))
+    monkeypatch.setattr(model_module, "cuda_available", lambda: False)
+    assert model_module.first_step_note(config) is None  # no GPU: no Unsloth, nothing compiles
+    monkeypatch.setattr(model_module, "cuda_available", lambda: True)
+    empty = model_module.first_step_note(config)
+    assert empty is not None and "empty now" in empty and "several minutes" in empty
+    (cache / "triton" / "abc").mkdir(parents=True)
+    (cache / "triton" / "abc" / "kernel.cubin").write_bytes(b"x" * 3_000_000)
+    filled = model_module.first_step_note(config)
+    assert filled is not None and "(3 MB)" in filled and "about a minute" in filled
+    assert "default caches" in (model_module.first_step_note(make_config("h100", compile_cache="")) or "")
