@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy as copy_module
 import importlib
 import json
 import math
@@ -36,6 +37,7 @@ import struct
 import sys
 import time
 import types
+import typing
 import warnings
 
 from helpers import sandbox_walls as walls
@@ -111,8 +113,27 @@ def _overload(func: object) -> object:
     return overloaded
 
 
-SUBSTITUTES = {("typing", "overload"): _overload}
-"""Members of allowed modules that the copies replace: the original trips a wall on honest use."""
+def _get_origin(tp: object) -> object:
+    """`typing.get_origin` that never hands out a metaclass: the original answers `type` for
+    `typing.Type`, and `type` called with a dict makes classes whose dunders come from strings."""
+    origin = typing.get_origin(tp)
+    return None if isinstance(origin, type) and issubclass(origin, type) else origin
+
+
+def _copy(x: object) -> object:
+    """`copy.copy` that returns a bound method as it is (it is immutable) instead of rebuilding it
+    through its `__reduce__`, which calls the real `getattr` with the method's `__name__`: a method
+    forged over a foreign object with a chosen name would read any attribute of it."""
+    return x if isinstance(x, types.MethodType) else copy_module.copy(x)
+
+
+SUBSTITUTES = {
+    ("typing", "overload"): _overload,
+    ("typing", "get_origin"): _get_origin,
+    ("copy", "copy"): _copy,
+}
+"""Members of allowed modules that the copies replace: the original trips a wall on honest use, or
+hands a strategy what the walls keep from it (red team 5: tests/test_sandbox_redteam5.py)."""
 
 
 class _Imports:
@@ -132,7 +153,7 @@ class _Imports:
         are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
-        members of `SUBSTITUTES` (`typing.overload`).
+        members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`).
         """
         name = module.__name__
         if name in self.copies:
@@ -284,6 +305,7 @@ def _set_limits(memory_mb: int, game_timeout: float) -> None:
     limits = [
         (resource.RLIMIT_FSIZE, 0, 0),
         (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_NOFILE, 8, 8),  # pipe buffers are kernel memory, which RLIMIT_AS does not count
         (getattr(resource, "RLIMIT_NPROC", None), 0, 0),
         (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
