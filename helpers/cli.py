@@ -40,6 +40,7 @@ from helpers.heldout import (
     BEST_FILE,
     REPORT_FILE,
     check_held_out,
+    check_report_folder,
     evaluate_models,
     heldout_folder,
     markdown_table,
@@ -323,6 +324,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.checkpoint
             else Path(config.training.output_dir) / "heldout-untrained"
         )
+    with _settings_mistakes():
+        check_report_folder(folder)  # before the model is loaded: the evaluation's results must land
     start_log(run or config.training.output_dir, args)
     start_reward_pool(config)
     model, tokenizer = load_model(config, adapter=args.checkpoint)

@@ -236,22 +236,56 @@ def plot_heldout(report: HeldOutReport, title: str = "") -> Any:
     return figure
 
 
+REPORT_NAMES = ("strategies", REPORT_FILE, "report.md", "heldout.png", BEST_FILE)
+"""What a report writes in its folder; an earlier report's are moved under `EARLIER`, never replaced."""
+
+EARLIER = "earlier"
+"""The sub-folder of a report's folder that keeps the earlier reports, one folder each."""
+
+
+def check_report_folder(folder: str | os.PathLike) -> None:
+    """Raise `HeldOutError` when `folder` cannot take a report (it is a file), before anything is run."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise HeldOutError(f"the report's folder {folder} is a file: choose another --output")
+
+
+def keep_earlier_report(folder: str | os.PathLike) -> Path | None:
+    """Move what an earlier report wrote in `folder` into `folder/earlier/<its time>/`; returns that folder.
+
+    Only the report's own names move (`REPORT_NAMES`); anything else in `folder` stays where it is. None
+    when there was nothing to move.
+    """
+    folder = Path(folder)
+    present = [folder / name for name in REPORT_NAMES if (folder / name).exists()]
+    if not present:
+        return None
+    dated = folder / REPORT_FILE if (folder / REPORT_FILE).exists() else present[0]
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(dated.stat().st_mtime))
+    kept = folder / EARLIER / stamp
+    number = 1
+    while kept.exists():
+        number += 1
+        kept = folder / EARLIER / f"{stamp}-{number}"
+    kept.mkdir(parents=True)
+    for path in present:
+        path.rename(kept / path.name)
+    return kept
+
+
 def write_report(report: HeldOutReport, folder: str | os.PathLike) -> Path:
     """Write the strategies, `report.json`, `report.md`, `heldout.png` and `best.py` into `folder`.
 
-    An earlier report's strategies and `best.py` there are removed first (a report without a strategy that
-    played has no `best.py`)."""
+    An earlier report there is kept, moved into `folder/earlier/<its time>/` (`keep_earlier_report`), so
+    none of its files passes for this one's (a report without a strategy that played has no `best.py`)."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
+    check_report_folder(folder)
+    kept = keep_earlier_report(folder)
+    if kept is not None:
+        log.info("the earlier report in %s was kept in %s", folder, kept)
     (folder / "strategies").mkdir(parents=True, exist_ok=True)
-    # an earlier report in this folder: its strategies and best.py must not pass for this one's
-    for old in [
-        *(folder / "strategies").glob("*.py"),
-        *(folder / "strategies").glob("*.txt"),
-        folder / BEST_FILE,
-    ]:
-        old.unlink(missing_ok=True)
     for strategy in report.strategies:
         if strategy.source is not None:
             (folder / "strategies" / f"{strategy.name}.py").write_text(

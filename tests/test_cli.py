@@ -478,3 +478,13 @@ def test_a_checkpoint_that_does_not_exist_is_refused_before_any_log_is_written(
     assert cli.main([command, "--profile", "cpu-tiny", "--checkpoint", str(tmp_path / "checkpoint-9")]) == 2
     assert "no checkpoint folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no outputs/ folder with a log of the mistake
+
+
+def test_evaluate_refuses_a_report_folder_that_is_a_file_before_loading_a_model(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["evaluate", "--profile", "cpu-tiny", "--output", "afile"]) == 2
+    assert "the report's folder afile is a file: choose another --output" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # no model built, no log

@@ -114,17 +114,31 @@ def test_the_report_is_written_with_the_strategies_and_the_best_one(tmp_path):
     assert (folder / "report.md").read_text().startswith("| strategy")
 
 
-def test_a_new_report_in_the_same_folder_leaves_nothing_of_the_old_one(tmp_path):
+def test_a_new_report_in_the_same_folder_keeps_the_old_one_apart(tmp_path, caplog):
     from dataclasses import replace
 
     report = make_report()
     write_report(report, tmp_path / "heldout")
     (tmp_path / "heldout" / "notes.md").write_text("mine")
+    first = (tmp_path / "heldout" / "report.json").read_text()
     none_played = replace(report, strategies=[s for s in report.strategies if s.source is None])
-    folder = write_report(none_played, tmp_path / "heldout")
+    with caplog.at_level("INFO", logger="helpers.heldout"):
+        folder = write_report(none_played, tmp_path / "heldout")
     assert not (folder / BEST_FILE).exists()  # the old best.py would pass for this report's
     assert sorted(path.name for path in (folder / "strategies").iterdir()) == ["untrained-02.txt"]
-    assert (folder / "notes.md").read_text() == "mine"  # only what a report writes is replaced
+    assert (folder / "notes.md").read_text() == "mine"  # what a report does not write stays
+    (kept,) = (folder / "earlier").iterdir()
+    assert (kept / "report.json").read_text() == first  # the first report, whole, beside the new one
+    assert (kept / BEST_FILE).is_file() and (kept / "strategies" / "trained-01.py").is_file()
+    assert f"was kept in {kept}" in caplog.text
+    write_report(report, folder)
+    assert len(list((folder / "earlier").iterdir())) == 2  # a third report keeps the second as well
+
+
+def test_a_report_folder_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(HeldOutError, match="is a file"):
+        write_report(make_report(), tmp_path / "afile")
 
 
 def test_the_plot_has_one_column_per_model_and_a_line_per_baseline():
