@@ -209,7 +209,8 @@ def in_notebook() -> bool:
 
 
 def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
-    """The trainer callbacks: the metrics log always, the live plot and the progress bar on request."""
+    """The trainer callbacks: the metrics log, the model card, the live plot and the progress bar on request,
+    and the learning rate's mend after a resume."""
     from transformers import TrainerCallback
 
     path = metrics_path(config.training.output_dir)
@@ -281,12 +282,40 @@ def _callbacks(config: Config, live_plot: bool, progress: bool) -> list[Any]:
             if state.is_world_process_zero:
                 write_model_card(config, state.global_step)
 
+    class ScheduleAfterResume(TrainerCallback):
+        """The first step after a resume trains at the learning rate of the schedule as it now stands.
+
+        A resume that changes `max_steps` plans the schedule again for the new length, but the optimiser's
+        learning rate comes back from the checkpoint as the old plan left it (0 at the end of a finished
+        run), and the first resumed step would train at that. Once, at that step, the rate is taken from
+        the scheduler's plan at its step; on a resume that changes nothing it is the same rate.
+        """
+
+        def __init__(self):
+            self.done = False
+
+        def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+            if self.done:
+                return
+            self.done = True
+            lr_scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # under accelerate's wrapper
+            lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+            if state.global_step == 0 or optimizer is None or lambdas is None:
+                return
+            rates = [
+                base * rate(lr_scheduler.last_epoch)
+                for base, rate in zip(lr_scheduler.base_lrs, lambdas, strict=True)
+            ]
+            for group, rate in zip(optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate
+            lr_scheduler._last_lr = rates
+
     callbacks: list[Any] = [MetricsLog(), ModelCard()]
     if live_plot:
         callbacks.append(LivePlot())
     if progress:
         callbacks.append(ProgressBar())
-    return callbacks
+    return [*callbacks, ScheduleAfterResume()]
 
 
 # --- training ---------------------------------------------------------------------------------------

@@ -98,6 +98,13 @@ def test_resume_continues_to_step_three(run):
     assert [record["step"] for record in read_metrics(run["dir"])] == [1, 2, 3]
 
 
+def test_the_first_step_after_a_longer_resume_trains_at_the_new_schedules_rate(run):
+    """The two-step run ended its linear schedule at 0; the resumed third step of three must not train at that
+    (the rate of a fresh three-step run there: one warm-up step, then halfway down)."""
+    rates = [record["learning_rate"] for record in read_metrics(run["dir"])]
+    assert rates[2] == pytest.approx(run["config"].training.learning_rate * (3 - 2) / (3 - 1))
+
+
 def test_a_finished_run_puts_its_latest_adapter_into_a_fresh_model(run):
     # The notebook run again, or after `python -m helpers train`: the run is complete, nothing is
     # trained, and the model it holds must be the run's, not the fresh one it just loaded.
@@ -289,7 +296,7 @@ def test_callbacks_log_metrics_and_redraw_the_live_plot(tmp_path, capsys):
     from types import SimpleNamespace
 
     config = make_config("cpu-tiny", output_dir=str(tmp_path))
-    metrics_log, _card, live_plot = training._callbacks(config, live_plot=True, progress=False)
+    metrics_log, _card, live_plot, _schedule = training._callbacks(config, live_plot=True, progress=False)
     state = SimpleNamespace(global_step=1, max_steps=2, is_world_process_zero=True)
     for number in (1, 2):
         state.global_step = number
