@@ -22,8 +22,10 @@ import logging
 import os
 import random
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -239,6 +241,27 @@ def launch_command(argv: Sequence[str], processes: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _run_launcher(command: list[str]) -> int:
+    """Run `accelerate launch` to its end. SIGTERM is passed on to it (it stops its processes); Ctrl-C reaches
+    every process of the terminal by itself, so this one keeps waiting for them to end."""
+    process = subprocess.Popen(command)
+    forwarding = threading.current_thread() is threading.main_thread()
+    before = (
+        signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
+        if forwarding
+        else None
+    )
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        if forwarding:
+            signal.signal(signal.SIGTERM, before)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with GRPO; resume a run in its output folder with --resume."""
     if args.processes is not None and args.processes < 1:
@@ -250,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         command = launch_command(args.argv, args.processes)
         print("+ " + " ".join(command), flush=True)
-        return subprocess.run(command, check=False).returncode
+        return _run_launcher(command)
     main_process = is_main_process()
     say = print if main_process else _silent
     resume_from = None
@@ -275,6 +298,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     records = read_metrics(metrics_path(result.output_dir))
+    if result.resumed_from is not None and result.checkpoint == result.resumed_from and result.seconds == 0:
+        print(
+            f"nothing trained: the run is complete at {result.checkpoint} (step {result.global_step}); a larger "
+            f"--max-steps continues it: {_command()} train --output-dir {result.output_dir} --resume --max-steps N"
+        )
+        return 0
+    if result.interrupted:
+        print(
+            f"stopped by {result.interrupted} at step {result.global_step} of {config.training.max_steps}, saved in "
+            f"{result.checkpoint}; continue with: {_command()} train --output-dir {result.output_dir} --resume"
+        )
+        return 130
     print(
         f"trained to step {result.global_step} in {result.seconds:.0f} s; latest checkpoint: {result.checkpoint}\n"
         f"learnt: {learning_line(records)}\n"
@@ -700,6 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     console, stdout = _console_handler(), sys.stdout
+    terminate = _terminate_as_interrupt()
     try:
         return args.handler(args)
     except ExportVerificationError as error:  # before ExportError, its base: a result, not a mistake
@@ -718,8 +754,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log_traceback()
         raise
     finally:
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
         logging.getLogger("helpers").removeHandler(console)
         _stop_logs(stdout)
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (docker stop, a batch scheduler) ends a command as Ctrl-C does: with its message and its logs
+    (training first saves the step under way). Returns the handler it replaced, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _after_interruption(args: argparse.Namespace) -> str:
@@ -733,7 +783,7 @@ def _after_interruption(args: argparse.Namespace) -> str:
             f"interrupted before the first checkpoint: nothing to resume in {folder}; the same command without "
             "--resume starts again (the logs are kept)"
         )
-    return f"interrupted; continue from {checkpoint.name} with --resume"
+    return f"interrupted; continue from {checkpoint.name} with: {_command()} train --output-dir {folder} --resume"
 
 
 def _log_traceback() -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -80,6 +82,8 @@ class TrainResult:
     """The last logged step's metrics."""
     model_holds: str = ""
     """What the model passed in (or loaded) holds now, in words: a run's latest adapter, never an older one."""
+    interrupted: str | None = None
+    """The signal that stopped the run early (`SIGINT`, `SIGTERM`) after it saved the step under way, or None."""
 
 
 @dataclass
@@ -384,6 +388,64 @@ def start_reward_pool(config: Config) -> Any:
     return sandbox.get_pool(config.sandbox)
 
 
+class _StopAtStepEnd:
+    """Ends training at the end of the step under way, saving it as a checkpoint, once `asked` names a signal."""
+
+    def __init__(self) -> None:
+        self.asked: str | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.asked:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+@contextlib.contextmanager
+def _stop_gracefully(stopper: Any) -> Iterator[None]:
+    """While training in one process: the first Ctrl-C or SIGTERM lets the step under way end and be saved
+    (`stopper`), the second stops at once (KeyboardInterrupt), losing that step.
+
+    Several processes keep the default (each would stop at its own step, and their collectives would
+    wait for each other for ever); so does a thread other than the main one, which cannot set handlers.
+    """
+    if world_size() > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in caught}
+
+    def restore() -> None:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+
+    def ask(number: int, frame: Any) -> None:
+        restore()  # a second signal takes the default way: at once
+        stopper.asked = signal.Signals(number).name
+        log.warning(
+            "%s: the step under way ends and is saved as a checkpoint, then training stops; "
+            "interrupt again to stop at once, losing that step",
+            stopper.asked,
+        )
+
+    for number in caught:
+        signal.signal(number, ask)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def _stop_callback(stopper: _StopAtStepEnd) -> Any:
+    """`stopper` as a TrainerCallback (transformers is imported only when training)."""
+    from transformers import TrainerCallback
+
+    class StopAtStepEnd(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stopper.on_step_end(args, state, control, **kwargs)
+
+    return StopAtStepEnd()
+
+
 def train(
     config: Config,
     resume: bool | str = False,
@@ -444,6 +506,7 @@ def train(
                 config, main and (in_notebook() if live_plot is None else live_plot), main and progress
             ),
             *callbacks,
+            _stop_callback(stopper := _StopAtStepEnd()),
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLog writes one line
@@ -459,10 +522,17 @@ def train(
     if note and main:
         log.info("%s", note)
     started = time.perf_counter()
-    with _logs_beside_the_bar(progress), _without_repeated_notices():
+    with _logs_beside_the_bar(progress), _without_repeated_notices(), _stop_gracefully(stopper):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     set_trained_steps(model, trainer.state.global_step)
+    if (
+        stopper.asked and in_notebook()
+    ):  # the interrupt button must still stop the cells queued after this one
+        raise KeyboardInterrupt(
+            f"stopped at step {trainer.state.global_step}, saved in {latest_checkpoint(config.training.output_dir)}; "
+            "the model holds that adapter; run this cell again to continue"
+        )
     records = read_metrics(metrics_path(config.training.output_dir))
     latest = latest_checkpoint(config.training.output_dir)
     return TrainResult(
@@ -474,6 +544,7 @@ def train(
         last_metrics=records[-1] if records else {},
         model_holds=f"the model holds the adapter trained to step {trainer.state.global_step}"
         + (f", continued from {checkpoint.name}" if checkpoint else ""),
+        interrupted=stopper.asked,
     )
 
 

@@ -437,7 +437,8 @@ def test_an_interrupted_training_says_whether_there_is_a_checkpoint_to_resume(tm
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / COMPLETE_MARK).write_text("{}")
     (tmp_path / "checkpoint-6").mkdir()  # interrupted while saving
-    assert _after_interruption(args) == "interrupted; continue from checkpoint-3 with --resume"
+    assert _after_interruption(args).startswith("interrupted; continue from checkpoint-3 with: ")
+    assert _after_interruption(args).endswith(f"train --output-dir {args.run_folder} --resume")
     assert _after_interruption(argparse.Namespace(command="evaluate")) == "interrupted"
 
 
@@ -488,3 +489,29 @@ def test_evaluate_refuses_a_report_folder_that_is_a_file_before_loading_a_model(
     assert cli.main(["evaluate", "--profile", "cpu-tiny", "--output", "afile"]) == 2
     assert "the report's folder afile is a file: choose another --output" in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # no model built, no log
+
+
+@pytest.mark.slow  # trains the tiny model for a few steps in a process of its own (about 20 s)
+def test_sigterm_saves_the_step_under_way_and_the_run_resumes_from_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers.runs import COMPLETE_MARK
+
+    folder = tmp_path / "run"
+    command = [sys.executable, "-m", "helpers", "train", "--profile", "cpu-tiny", "--max-steps", "200"]
+    command += ["--save-steps", "1000", "--output-dir", str(folder), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (folder / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    (checkpoint,) = folder.glob("checkpoint-*")
+    step = int(checkpoint.name.split("-")[1])
+    assert (checkpoint / COMPLETE_MARK).is_file() and 1 <= step < 200
+    assert f"stopped by SIGTERM at step {step} of 200, saved in {checkpoint}" in out
+    assert f"train --output-dir {folder} --resume" in out

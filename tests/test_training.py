@@ -410,3 +410,43 @@ def test_a_resume_that_trains_nothing_leaves_the_runs_settings_as_they_were(tmp_
     assert runs.saved_config(folder).training.max_steps == 4
     runs.prepare_run_folder(replace_steps(config, 6), resume=True)  # this one trains on: it is saved
     assert runs.saved_config(folder).training.max_steps == 6
+
+
+def test_the_first_interrupt_asks_for_a_saved_stop_and_the_second_stops_at_once(caplog):
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    stopper = training._StopAtStepEnd()
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    with pytest.raises(KeyboardInterrupt), training._stop_gracefully(stopper):
+        stopper.on_step_end(None, None, control)
+        assert not control.should_save  # nothing asked yet: training goes on
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stopper.asked == "SIGTERM" and "ends and is saved as a checkpoint" in caplog.text
+        stopper.on_step_end(None, None, control)
+        assert control.should_save and control.should_training_stop
+        os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.slow  # loads the tiny model and trains a step (about 10 s)
+def test_an_interrupt_in_a_notebook_saves_the_step_and_still_stops_the_cells(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    class InterruptAtStepOne(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # the kernel's interrupt button
+
+    monkeypatch.setattr(training, "in_notebook", lambda: True)
+    config = tiny_config(tiny_model_dir, tmp_path, max_steps=5, save_steps=100)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 1, saved in .*checkpoint-1"):
+        training.train(config, progress=False, live_plot=False, callbacks=[InterruptAtStepOne()])
+    assert runs.latest_checkpoint(tmp_path).name == "checkpoint-1"
