@@ -58,6 +58,7 @@ from helpers.runs import (
     end_process_group,
     is_main_process,
     latest_checkpoint,
+    nothing_to_resume,
     saved_config,
     world_size,
 )
@@ -282,6 +283,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
     check_output_folder(config)
+    if args.resume is True and latest_checkpoint(config.training.output_dir) is None:
+        raise RunFolderError(nothing_to_resume(config.training.output_dir))  # before a log makes the folder
     args.run_folder = config.training.output_dir  # for the advice after an interruption
     check_game(config)
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind

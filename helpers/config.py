@@ -451,10 +451,23 @@ def validate(config: Config) -> None:
         "training.num_iterations": training.num_iterations,
         "rewards.games_per_completion": rewards.games_per_completion,
         "game.size": config.game.size,
+        "training.lora_rank": training.lora_rank,
+        "training.per_device_train_batch_size": training.per_device_train_batch_size,
+        "training.gradient_accumulation_steps": training.gradient_accumulation_steps,
     }
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
+    target = config.game.target
+    if target < 8 or target & (target - 1):
+        raise ValueError(
+            f"game.target must be a power of two of at least 8 (a tile can reach it), not {target}"
+        )
+    if config.sandbox.memory_mb < MIN_MEMORY_MB:
+        raise ValueError(
+            f"sandbox.memory_mb must be at least {MIN_MEMORY_MB} (below it honest strategies fail for want of "
+            f"memory), not {config.sandbox.memory_mb}"
+        )
     if training.steps_per_generation < 0:
         raise ValueError(
             f"training.steps_per_generation must be 0 (TRL's default) or more, not {training.steps_per_generation}"
@@ -476,6 +489,9 @@ def validate(config: Config) -> None:
     above_zero: dict[str, float] = {
         "training.learning_rate": training.learning_rate,
         "training.temperature": training.temperature,
+        "training.lora_alpha": training.lora_alpha,
+        "sandbox.call_timeout": config.sandbox.call_timeout,
+        "sandbox.game_timeout": config.sandbox.game_timeout,
     }
     for name, number in above_zero.items():
         if not number > 0:
@@ -493,6 +509,9 @@ def validate(config: Config) -> None:
             "(or choose tensorboard or trackio, which work offline)"
         )
 
+
+MIN_MEMORY_MB = 64
+"""The smallest `sandbox.memory_mb` a configuration may ask for."""
 
 TRACKERS = ("none", "tensorboard", "trackio", "wandb")
 """The experiment trackers `TrainingConfig.report_to` may name."""

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = frozenset(
         "training.output_dir",
         "training.log_completions_every",
         "training.report_to",
+        "training.compile_cache",
         "sandbox.max_workers",
         "profile_reason",
     }
@@ -136,6 +137,10 @@ def checkpoint_step(checkpoint: str | os.PathLike) -> int:
 
 def check_output_folder(config: Config) -> None:
     """Raise `RunFolderError` when the run's output folder is a file (before any log is written there)."""
+    if not str(config.training.output_dir).strip():
+        raise RunFolderError(
+            "the output folder is empty: name one with --output-dir (output_dir= in make_config)"
+        )
     folder = Path(config.training.output_dir)
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(
@@ -204,6 +209,17 @@ def saved_config(
     return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
 
 
+def nothing_to_resume(folder: str | os.PathLike) -> str:
+    """Why `folder` holds no checkpoint a resume can start from, in words."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"nothing to resume: {folder} does not exist"
+    broken = ", ".join(path.name for path in incomplete_checkpoints(folder))
+    if broken:
+        return f"nothing to resume in {folder}: its only checkpoints were left incomplete ({broken})"
+    return f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder"
+
+
 def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -> Path | None:
     """Check the output folder for this run and save its configuration; returns the checkpoint to resume.
 
@@ -227,7 +243,7 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
         resume = checkpoint is not None
     if resume:
         if checkpoint is None:
-            raise RunFolderError(f"nothing to resume in {folder}: it holds no {CHECKPOINT_PREFIX}* folder")
+            raise RunFolderError(nothing_to_resume(folder))
         if not saved_path.is_file():
             raise RunFolderError(
                 f"{folder} holds checkpoints but no {RUN_CONFIG_FILE}, so a resume cannot check that its settings "

@@ -515,3 +515,17 @@ def test_sigterm_saves_the_step_under_way_and_the_run_resumes_from_it(tmp_path):
     assert (checkpoint / COMPLETE_MARK).is_file() and 1 <= step < 200
     assert f"stopped by SIGTERM at step {step} of 200, saved in {checkpoint}" in out
     assert f"train --output-dir {folder} --resume" in out
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so_and_makes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--profile", "cpu-tiny", "--output-dir", "gone", "--resume"]) == 2
+    assert "nothing to resume: gone does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no folder, no log
+
+
+def test_an_empty_output_folder_name_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--profile", "cpu-tiny", "--output-dir", ""]) == 2
+    assert "the output folder is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -61,6 +61,13 @@ def test_overrides_convert_strings_from_a_command_line():
         ({"preset": "8x8"}, "unknown preset '8x8'"),
         ({"learning_rate": -1}, "training.learning_rate must be more than 0, not -1"),
         ({"temperature": 0}, "training.temperature must be more than 0"),
+        ({"lora_rank": 0}, "training.lora_rank must be at least 1, not 0"),
+        ({"lora_alpha": 0}, "training.lora_alpha must be more than 0"),
+        ({"per_device_train_batch_size": 0}, "training.per_device_train_batch_size must be at least 1"),
+        ({"game": {"target": 3}}, "game.target must be a power of two of at least 8"),
+        ({"game": {"target": 4}}, "game.target must be a power of two of at least 8"),
+        ({"sandbox": {"memory_mb": 0}}, "sandbox.memory_mb must be at least 64"),
+        ({"sandbox": {"call_timeout": 0}}, "sandbox.call_timeout must be more than 0"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(kwargs, message):

@@ -214,8 +214,20 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
 
 def test_resume_needs_a_checkpoint(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "empty"))
-    with pytest.raises(RunFolderError, match="nothing to resume"):
+    with pytest.raises(RunFolderError, match="nothing to resume: .* does not exist"):
         runs.prepare_run_folder(config, resume=True)
+    (tmp_path / "empty" / "checkpoint-7").mkdir(parents=True)  # a save that was cut short
+    with pytest.raises(RunFolderError, match=r"its only checkpoints were left incomplete \(checkpoint-7\)"):
+        runs.prepare_run_folder(config, resume=True)
+
+
+def test_a_resume_may_move_the_compile_cache(tmp_path):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path))
+    runs.prepare_run_folder(config, resume=False)
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / "checkpoint-1" / runs.COMPLETE_MARK).write_text("{}")
+    moved = replace(config, training=replace(config.training, compile_cache=str(tmp_path / "elsewhere")))
+    assert runs.prepare_run_folder(moved, resume=True) == tmp_path / "checkpoint-1"
 
 
 def test_saved_config_needs_a_run_folder(tmp_path):
