@@ -26,6 +26,13 @@ from helpers.sandbox import GameResult
 CONFIG = Config(sandbox=SandboxConfig(call_timeout=0.2, game_timeout=2.0))
 """Short limits for tests; the reward table is the default one."""
 
+
+@pytest.fixture(autouse=True)
+def _run_folder_elsewhere(tmp_path, monkeypatch):
+    """The rewards log completions into the configured `outputs/`: a test's own, not the repository's."""
+    monkeypatch.chdir(tmp_path)
+
+
 RANDOM_VALID = textwrap.dedent(
     """\
     import random
