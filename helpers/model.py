@@ -28,6 +28,7 @@ from typing import Any
 
 from helpers.config import Config, TrainingConfig, cpu, cpu_tiny
 from helpers.layout import EXPERT_PARAMETERS, LayoutError, expert_layout, per_expert_copy
+from helpers.runs import CHECKPOINT_PREFIX, COMPLETE_MARK, checkpoint_step, checkpoints
 from helpers.smollm import ensure_small_model
 from helpers.tiny_model import make_tiny_model
 
@@ -257,6 +258,76 @@ def _check_loadable(training: TrainingConfig, gpu: bool) -> None:
             )
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""The file of a saved LoRA adapter's weights (a checkpoint, a lora export)."""
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's header, or None: its length, its JSON, its data's extent."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(8)
+        if len(head) < 8:
+            return f"{path.name} is {size} bytes long, too short for a header"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return f"{path.name} declares a header of {length} bytes in {size}"
+        try:
+            header = json.loads(file.read(length))
+        except ValueError:
+            return f"{path.name}'s header is not JSON"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    if max(ends, default=0) > size - 8 - length:
+        return f"{path.name} is cut short: its tensors need {max(ends) + 8 + length} bytes, it has {size}"
+    return None
+
+
+def check_adapter(adapter: str | os.PathLike) -> None:
+    """Raise `ModelLoadError` unless `adapter` is a folder with a readable LoRA adapter (config and weights).
+
+    The message names the run's checkpoint before it, when there is one, for an adapter whose files
+    are damaged (a disk that filled up, a copy cut short).
+    """
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"{adapter} does not exist: pass a checkpoint-N folder of a run, or a lora export"
+        )
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelLoadError(
+            f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
+            "or a lora export"
+        )
+    weights = folder / ADAPTER_WEIGHTS
+    try:
+        json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        if weights.is_file():
+            problem = _safetensors_problem(weights)
+        elif (folder / "adapter_model.bin").is_file():  # peft's older format: read by torch, not checked here
+            problem = None
+        else:
+            problem = f"{ADAPTER_WEIGHTS} is missing"
+    except (OSError, ValueError) as error:
+        problem = f"adapter_config.json cannot be read ({error})"
+    if problem is None:
+        return
+    earlier = []
+    if folder.name.startswith(CHECKPOINT_PREFIX) and folder.name[len(CHECKPOINT_PREFIX) :].isdigit():
+        step = checkpoint_step(folder)
+        earlier = [
+            path
+            for path in checkpoints(folder.parent)
+            if checkpoint_step(path) < step and (path / COMPLETE_MARK).is_file()
+        ]
+    advice = (
+        f"; the run's checkpoint before it is {earlier[-1]} (move {folder.name} out of the run's folder to "
+        "resume from that one)"
+        if earlier
+        else ""
+    )
+    raise ModelLoadError(f"{adapter} holds a damaged adapter: {problem}{advice}")
+
+
 def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | None = None) -> tuple[Any, Any]:
     """Load the configured model with LoRA adapters: (peft model, tokenizer).
 
@@ -268,18 +339,11 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     """
     training = _training(config)
     unsloth = import_unsloth_if_used(training)  # first: building a local model imports transformers
+    if adapter is not None:
+        check_adapter(adapter)  # before a model folder is built or converted for nothing
     ensure_local_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
-    if adapter is not None and not Path(adapter).is_dir():
-        raise ModelLoadError(
-            f"{adapter} does not exist: pass a checkpoint-N folder of a run, or a lora export"
-        )
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise ModelLoadError(
-            f"{adapter} holds no LoRA adapter (adapter_config.json): pass a checkpoint-N folder of a run, "
-            "or a lora export"
-        )
     with quiet_loading():
         loaded = _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
     steps = 0 if adapter is None else adapter_steps(adapter)
@@ -293,7 +357,8 @@ def load_adapter_into(model: Any, checkpoint: str | os.PathLike) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
+    check_adapter(checkpoint)
+    weights = load_file(str(Path(checkpoint) / ADAPTER_WEIGHTS))
     result = set_peft_model_state_dict(model, weights)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:

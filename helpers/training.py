@@ -36,6 +36,7 @@ from helpers.metrics import (
     read_metrics,
 )
 from helpers.model import (
+    check_adapter,
     check_loadable,
     first_step_note,
     import_unsloth_if_used,
@@ -487,6 +488,10 @@ def train(
             last_metrics=records[-1] if records else {},
             model_holds=holds,
         )
+    if checkpoint is not None:
+        check_adapter(
+            checkpoint
+        )  # a damaged save is named, with the checkpoint before it, before a model loads
     start_reward_pool(config)
     import_unsloth_if_used(config)
     from transformers import PrinterCallback

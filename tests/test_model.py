@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import layout, tiny_model
@@ -201,3 +202,34 @@ def test_the_first_step_note_says_whether_the_compile_cache_is_filled(tmp_path, 
     filled = model_module.first_step_note(config)
     assert filled is not None and "(3 MB)" in filled and "about a minute" in filled
     assert "default caches" in (model_module.first_step_note(make_config("h100", compile_cache="")) or "")
+
+
+def test_a_damaged_adapter_is_named_with_the_checkpoint_before_it(tmp_path):
+    from safetensors.numpy import save_file
+
+    from helpers.runs import COMPLETE_MARK
+
+    for step in (2, 4):
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "adapter_config.json").write_text('{"r": 4}')
+        save_file(
+            {"lora_A": np.zeros((4, 8), dtype=np.float32)}, str(checkpoint / "adapter_model.safetensors")
+        )
+        (checkpoint / COMPLETE_MARK).write_text("{}")
+    latest = tmp_path / "checkpoint-4"
+    model_module.check_adapter(latest)  # a sound adapter passes
+    weights = latest / "adapter_model.safetensors"
+    whole = weights.read_bytes()
+    for damaged, problem in [
+        (b"", "0 bytes long, too short for a header"),
+        (whole[:-10], "is cut short"),
+        (len(b"not json").to_bytes(8, "little") + b"not json", "header is not JSON"),
+    ]:
+        weights.write_bytes(damaged)
+        with pytest.raises(model_module.ModelLoadError, match=problem) as raised:
+            model_module.check_adapter(latest)
+        assert f"the run's checkpoint before it is {tmp_path / 'checkpoint-2'}" in str(raised.value)
+    weights.unlink()
+    with pytest.raises(model_module.ModelLoadError, match="adapter_model.safetensors is missing"):
+        model_module.check_adapter(latest)
