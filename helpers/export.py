@@ -235,14 +235,15 @@ def refuse_to_replace(path: Path, fmt: str, steps: int | None) -> None:
     if steps is None:
         raise ExportError(
             f"{path} holds a {fmt} export of step {held} ({stamp.get('verdict')}), and nothing records how many "
-            "steps this model was trained: not replacing it. Load the model with load_model(config, "
-            "adapter=<checkpoint>) or train it with train(...), or export to another folder."
+            "steps this model was trained: not replacing it. Export a checkpoint (--checkpoint on the command "
+            "line; load_model(config, adapter=<checkpoint>) in Python), or export to another folder (--output)."
         )
     if isinstance(held, int) and held > steps:
         raise ExportError(
             f"{path} holds a {fmt} export of step {held} ({stamp.get('verdict')}); this model holds step {steps}: "
-            "not replacing it with a less trained one. Load the run's latest checkpoint first "
-            "(train(config, resume='auto', model=...) does), or export to another folder."
+            "not replacing it with a less trained one. Export the run's latest checkpoint (on the command line "
+            "--checkpoint <run>/checkpoint-N; in Python train(config, resume='auto', model=...) loads it), or "
+            "export to another folder (--output)."
         )
 
 

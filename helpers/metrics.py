@@ -157,8 +157,16 @@ LAST_STEPS = 5
 """Steps averaged for the end of a run in `learning_summary`."""
 
 
+def _windows(steps: int) -> tuple[int, int]:
+    """How many of `steps` logged steps make the start and the end of a run: `FIRST_STEPS` and `LAST_STEPS`,
+    fewer in a short run, so that no step counts for both."""
+    first = min(FIRST_STEPS, steps // 2)
+    return first, min(LAST_STEPS, steps - first)
+
+
 def learning_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """For the total reward and each reward function: the mean of the first 3 and of the last 5 steps.
+    """For the total reward and each reward function: the mean of the first 3 and of the last 5 steps
+    (in a run of fewer than 8, of its first and second halves).
 
     Returns `{key: {"first": ..., "last": ..., "change": last - first}}`; empty with fewer than 2 steps.
     """
@@ -167,8 +175,9 @@ def learning_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
         _, values = series(records, key)
         if len(values) < 2:
             continue
-        first = sum(values[:FIRST_STEPS]) / len(values[:FIRST_STEPS])
-        last = sum(values[-LAST_STEPS:]) / len(values[-LAST_STEPS:])
+        start, end = _windows(len(values))
+        first = sum(values[:start]) / start
+        last = sum(values[-end:]) / end
         out[key] = {"first": round(first, 3), "last": round(last, 3), "change": round(last - first, 3)}
     return out
 
@@ -182,7 +191,10 @@ def learning_line(records: Sequence[Mapping[str, Any]]) -> str:
         f"{key.split('/')[1] if '/' in key else 'total reward'} {values['first']:+.2f} -> {values['last']:+.2f}"
         for key, values in summary.items()
     ]
-    return f"mean reward, first {FIRST_STEPS} steps -> last {LAST_STEPS}: " + ", ".join(parts)
+    start, end = _windows(len(series(records, "reward")[1]))
+    first = "first step" if start == 1 else f"first {start} steps"
+    last = "last step" if end == 1 else f"last {end}"
+    return f"mean reward, {first} -> {last}: " + ", ".join(parts)
 
 
 OUTCOME_COLORS = {

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import metrics
+from helpers.metrics import learning_line, learning_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,3 +191,20 @@ def test_several_runs_share_one_figure_with_a_line_each():
     assert list(total.lines[0].get_ydata()) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert figure.axes[2].texts[0].get_text() == "not logged by this run"  # strategy_succeeds: neither did
     plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    ("steps", "words", "first", "last"),
+    [
+        (2, "first step -> last step", 1.0, 2.0),
+        (5, "first 2 steps -> last 3", 1.5, 4.0),
+        (10, "first 3 steps -> last 5", 2.0, 8.0),
+    ],
+)
+def test_the_learning_line_never_counts_a_step_at_both_ends(steps, words, first, last):
+    records = [{"step": step, "reward": float(step)} for step in range(1, steps + 1)]
+    summary = learning_summary(records)["reward"]
+    assert (summary["first"], summary["last"]) == (first, last)
+    assert learning_line(records).startswith(
+        f"mean reward, {words}: total reward {first:+.2f} -> {last:+.2f}"
+    )
