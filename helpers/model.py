@@ -28,7 +28,7 @@ from typing import Any
 
 from helpers.config import Config, TrainingConfig, cpu, cpu_tiny
 from helpers.layout import EXPERT_PARAMETERS, LayoutError, expert_layout, per_expert_copy
-from helpers.runs import CHECKPOINT_PREFIX, COMPLETE_MARK, checkpoint_step, checkpoints
+from helpers.runs import COMPLETE_MARK, checkpoints
 from helpers.smollm import ensure_small_model
 from helpers.tiny_model import make_tiny_model
 
@@ -145,7 +145,7 @@ def first_step_note(config: Config | TrainingConfig) -> str | None:
     """What the first step of a run on the Unsloth path will cost in compilation, or None off that path.
 
     The compilers' caches (`use_compile_cache`) decide it: an empty one means minutes of compiling
-    (7-9 for the `h100` profile on a fresh H200), one filled by an earlier run with the same settings
+    (7 or more for the `h100` profile on a fresh H200), one filled by an earlier run with the same settings
     about a minute (benchmarks/RESULTS.md, "Micro-batch 16 with a warm cache").
     """
     if not uses_unsloth(config):
@@ -274,9 +274,9 @@ def _safetensors_problem(path: Path) -> str | None:
             return f"{path.name} declares a header of {length} bytes in {size}"
         try:
             header = json.loads(file.read(length))
-        except ValueError:
-            return f"{path.name}'s header is not JSON"
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+            return f"{path.name}'s header is not JSON that describes tensors"
     if max(ends, default=0) > size - 8 - length:
         return f"{path.name} is cut short: its tensors need {max(ends) + 8 + length} bytes, it has {size}"
     return None
@@ -311,14 +311,12 @@ def check_adapter(adapter: str | os.PathLike) -> None:
         problem = f"adapter_config.json cannot be read ({error})"
     if problem is None:
         return
-    earlier = []
-    if folder.name.startswith(CHECKPOINT_PREFIX) and folder.name[len(CHECKPOINT_PREFIX) :].isdigit():
-        step = checkpoint_step(folder)
-        earlier = [
-            path
-            for path in checkpoints(folder.parent)
-            if checkpoint_step(path) < step and (path / COMPLETE_MARK).is_file()
-        ]
+    run = checkpoints(folder.parent)  # the run's checkpoints, when `adapter` is one of them
+    earlier = (
+        [path for path in run[: run.index(folder)] if (path / COMPLETE_MARK).is_file()]
+        if folder in run
+        else []
+    )
     advice = (
         f"; the run's checkpoint before it is {earlier[-1]} (move {folder.name} out of the run's folder to "
         "resume from that one)"

@@ -389,18 +389,6 @@ def start_reward_pool(config: Config) -> Any:
     return sandbox.get_pool(config.sandbox)
 
 
-class _StopAtStepEnd:
-    """Ends training at the end of the step under way, saving it as a checkpoint, once `asked` names a signal."""
-
-    def __init__(self) -> None:
-        self.asked: str | None = None
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.asked:
-            control.should_save = True
-            control.should_training_stop = True
-
-
 @contextlib.contextmanager
 def _stop_gracefully(stopper: Any) -> Iterator[None]:
     """While training in one process: the first Ctrl-C or SIGTERM lets the step under way end and be saved
@@ -436,13 +424,18 @@ def _stop_gracefully(stopper: Any) -> Iterator[None]:
         restore()
 
 
-def _stop_callback(stopper: _StopAtStepEnd) -> Any:
-    """`stopper` as a TrainerCallback (transformers is imported only when training)."""
+def _stop_callback() -> Any:
+    """A TrainerCallback that ends training at the end of the step under way, saving it as a checkpoint,
+    once its `asked` names a signal (`_stop_gracefully` sets it)."""
     from transformers import TrainerCallback
 
     class StopAtStepEnd(TrainerCallback):
+        asked: str | None = None
+
         def on_step_end(self, args, state, control, **kwargs):
-            stopper.on_step_end(args, state, control, **kwargs)
+            if self.asked:
+                control.should_save = True
+                control.should_training_stop = True
 
     return StopAtStepEnd()
 
@@ -488,10 +481,8 @@ def train(
             last_metrics=records[-1] if records else {},
             model_holds=holds,
         )
-    if checkpoint is not None:
-        check_adapter(
-            checkpoint
-        )  # a damaged save is named, with the checkpoint before it, before a model loads
+    if checkpoint is not None:  # a damaged save is named, with the checkpoint before it, before a model loads
+        check_adapter(checkpoint)
     start_reward_pool(config)
     import_unsloth_if_used(config)
     from transformers import PrinterCallback
@@ -511,7 +502,7 @@ def train(
                 config, main and (in_notebook() if live_plot is None else live_plot), main and progress
             ),
             *callbacks,
-            _stop_callback(stopper := _StopAtStepEnd()),
+            stopper := _stop_callback(),
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLog writes one line
@@ -531,9 +522,8 @@ def train(
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     set_trained_steps(model, trainer.state.global_step)
-    if (
-        stopper.asked and in_notebook()
-    ):  # the interrupt button must still stop the cells queued after this one
+    # in a notebook, the interrupt button must still stop the cells queued after this one
+    if stopper.asked and in_notebook():
         raise KeyboardInterrupt(
             f"stopped at step {trainer.state.global_step}, saved in {latest_checkpoint(config.training.output_dir)}; "
             "the model holds that adapter; run this cell again to continue"

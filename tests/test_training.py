@@ -429,7 +429,7 @@ def test_the_first_interrupt_asks_for_a_saved_stop_and_the_second_stops_at_once(
     import signal
     from types import SimpleNamespace
 
-    stopper = training._StopAtStepEnd()
+    stopper = training._stop_callback()
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     control = SimpleNamespace(should_save=False, should_training_stop=False)
     with pytest.raises(KeyboardInterrupt), training._stop_gracefully(stopper):
