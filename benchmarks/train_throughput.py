@@ -12,6 +12,9 @@ seconds per step (every step after the first) and completions per second, where
 A run that repeats an earlier one on the same machine shows what the compile cache
 (`--compile-cache`, default outputs/compile-cache) saves on the first step. The console output of
 each run goes to `<out>/LABEL.log`; the table to `<out>/throughput.md` and `<out>/throughput.json`.
+With `--sample-stacks` each run goes through `benchmarks/stack_sampler.py` (its samples in
+`<out>/LABEL-stacks.jsonl`), and the summary adds where the time went before the first step, in the first
+step and in the last one (`phases`), with torch's compile counters at the end of the first step and of the run.
 
     python benchmarks/train_throughput.py --out $OUT \\
         --run "cold=--set model_name=/dev/shm/gpt-oss-20b-random --max-steps 3" \\
@@ -82,10 +85,43 @@ def summarise(
     return summary
 
 
-def run(label: str, args: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
+def phases(stacks: Path, run_dir: Path, started: float) -> dict[str, Any]:
+    """Where the time went (stack samples) before the first step, in the first step and in the last one."""
+    from stack_sampler import compile_totals
+    from stack_sampler import summarise as summarise_stacks
+
+    steps = [row for row in read_metrics(metrics_path(run_dir)) if "step_time" in row]
+    if not stacks.is_file() or not steps:
+        return {}
+    first, last = steps[0], steps[-1]
+    found = {
+        "before_first_step": summarise_stacks(stacks, started, first["time"] - first["step_time"]),
+        "first_step": summarise_stacks(stacks, first["time"] - first["step_time"], first["time"]),
+        "compile_after_first_step": compile_totals(stacks, first["time"]),
+        "compile_at_end": compile_totals(stacks, float("inf")),
+    }
+    if len(steps) > 1:
+        found["last_step"] = summarise_stacks(stacks, last["time"] - last["step_time"], last["time"])
+    return {"phases": found}
+
+
+def run(
+    label: str, args: list[str], out: Path, timeout_s: float, sample_stacks: bool = False
+) -> dict[str, Any]:
     """Run one training command in a fresh run folder and summarise it (never raises on a failed run)."""
     run_dir = out / "runs" / label
-    command = [sys.executable, "-m", "helpers", "train", *args, "--output-dir", str(run_dir), "--no-progress"]
+    stacks = out / f"{label}-stacks.jsonl"
+    python = [sys.executable, "-m"]
+    if sample_stacks:
+        python = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "stack_sampler.py"),
+            "--samples",
+            str(stacks),
+            "--",
+            "-m",
+        ]
+    command = [*python, "helpers", "train", *args, "--output-dir", str(run_dir), "--no-progress"]
     print(f"[{label}] {shlex.join(command)}", flush=True)
     started = time.time()
     begin = time.monotonic()
@@ -97,6 +133,8 @@ def run(label: str, args: list[str], out: Path, timeout_s: float) -> dict[str, A
         except subprocess.TimeoutExpired:
             rc = 124
     summary = summarise(label, args, run_dir, time.monotonic() - begin, started, rc)
+    if sample_stacks:
+        summary |= phases(stacks, run_dir, started)
     print(f"[{label}] {json.dumps(summary)}", flush=True)
     return summary
 
@@ -126,6 +164,9 @@ def main() -> None:
     parser.add_argument(
         "--deadline-s", type=float, default=None, help="skip runs that would start after this"
     )
+    parser.add_argument(
+        "--sample-stacks", action="store_true", help="sample each run's stack (benchmarks/stack_sampler.py)"
+    )
     options = parser.parse_args()
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +179,7 @@ def main() -> None:
             print(f"[{label}] skipped: the deadline is near", flush=True)
             continue
         timeout = options.timeout_s if remaining is None else min(options.timeout_s, remaining)
-        summaries.append(run(label, shlex.split(rest), out, timeout))
+        summaries.append(run(label, shlex.split(rest), out, timeout, options.sample_stacks))
         (out / "throughput.json").write_text(json.dumps(summaries, indent=2))
         (out / "throughput.md").write_text(markdown(summaries) + "\n")
     print(markdown(summaries), flush=True)

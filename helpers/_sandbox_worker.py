@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import copy as copy_module
 import importlib
 import json
 import math
@@ -120,20 +119,98 @@ def _get_origin(tp: object) -> object:
     return None if isinstance(origin, type) and issubclass(origin, type) else origin
 
 
-def _copy(x: object) -> object:
-    """`copy.copy` that returns a bound method as it is (it is immutable) instead of rebuilding it
-    through its `__reduce__`, which calls the real `getattr` with the method's `__name__`: a method
-    forged over a foreign object with a chosen name would read any attribute of it."""
-    return x if isinstance(x, types.MethodType) else copy_module.copy(x)
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, range)
+"""Immutable values the copies below hand back as they are."""
+
+
+def _plain_copy(value: object, deep: bool, seen: dict[int, object]) -> object:
+    """A copy of plain data (the exact types of `_ATOMS`, lists, dicts, tuples, sets, frozensets and
+    bytearrays, nested), through no method of the value: `seen` is this copy's own, never the caller's."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if id(value) in seen:
+        return seen[id(value)]
+    inner = (lambda item: _plain_copy(item, deep, seen)) if deep else (lambda item: item)
+    if kind is list:
+        seen[id(value)] = made = []
+        made.extend(inner(item) for item in list.__iter__(value))
+        return made
+    if kind is dict:
+        seen[id(value)] = made = {}
+        for key, item in list(dict.items(value)):
+            made[inner(key)] = inner(item)
+        return made
+    if kind is bytearray:
+        return bytearray(value)
+    if kind is set:
+        return {inner(item) for item in set.__iter__(value)}
+    if kind in (tuple, frozenset):
+        return kind(inner(item) for item in kind.__iter__(value)) if deep else value
+    raise TypeError(
+        f"copy in the sandbox copies plain data (numbers, strings, lists, dicts, tuples, sets), not {kind.__name__}"
+    )
+
+
+def _copy(value: object) -> object:
+    """`copy.copy` for plain data only (`_plain_copy`).
+
+    The original rebuilds other objects through their `__reduce_ex__`, which can name a callable and a
+    state that the real `getattr` and `setattr` then use with strings of the strategy's choosing: a
+    method forged over a foreign object (red team 5), a method descriptor such as `str.join`.
+    """
+    return _plain_copy(value, False, {})
+
+
+def _deepcopy(value: object, memo: object = None) -> object:
+    """`copy.deepcopy` for plain data only (`_plain_copy`); a `memo` is accepted and ignored.
+
+    The original deep-copies what `__reduce_ex__` returns through the caller's memo, so a memo mapping
+    `id(str)` to any object and `id('join')` to any name turned `deepcopy(str.join, memo)` into
+    `getattr(object, name)` (red team 6); a class's `__deepcopy__` could do the same to its own memo.
+    """
+    return _plain_copy(value, True, {})
+
+
+def _build_class(func: object, name: object, *bases: object, **keywords: object) -> object:
+    """`__build_class__` that makes no metaclass: a class statement cannot name one, and a class whose
+    bases resolve to `type` (`class M(typing.Type)`: its `__mro_entries__` gives `type`) is refused.
+
+    A metaclass called with a dict makes classes whose dunders come from strings (red teams 3, 5, 6).
+    The class is checked as made, so a base that answers differently when asked twice changes nothing.
+    """
+    if "metaclass" in keywords:
+        raise TypeError("a class in the sandbox takes no metaclass")
+    made = builtins.__build_class__(func, name, *bases, **keywords)
+    if issubclass(builtins.type(made), type) and type.__subclasscheck__(type, made):
+        raise TypeError("a class in the sandbox cannot derive from type")
+    return made
+
+
+class _NoFrame:
+    """What `sys._getframe` answers in a job: no frame, only the module name that honest callers ask
+    for (`collections.namedtuple` and `typing`'s functional forms read `f_globals['__name__']`)."""
+
+    f_globals = types.MappingProxyType({"__name__": "strategy"})
+
+
+def _hide_frames() -> None:
+    """In the job process only: `sys._getframe` (and Python 3.12's `sys._getframemodulename`) answer
+    without a frame. The real `sys._getframe` is also a denied audit event, so a reference to it held
+    elsewhere ends the job; every escape of red teams 5 and 6 went from a frame to the live game."""
+    sys._getframe = lambda depth=0: _NoFrame()  # type: ignore[assignment]
+    if hasattr(sys, "_getframemodulename"):
+        sys._getframemodulename = lambda depth=0: "strategy"
 
 
 SUBSTITUTES = {
     ("typing", "overload"): _overload,
     ("typing", "get_origin"): _get_origin,
     ("copy", "copy"): _copy,
+    ("copy", "deepcopy"): _deepcopy,
 }
 """Members of allowed modules that the copies replace: the original trips a wall on honest use, or
-hands a strategy what the walls keep from it (red team 5: tests/test_sandbox_redteam5.py)."""
+hands a strategy what the walls keep from it (red teams 5 and 6: tests/test_sandbox_redteam5.py, 6)."""
 
 
 class _Imports:
@@ -153,7 +230,7 @@ class _Imports:
         are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
-        members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`).
+        members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`, `copy.deepcopy`).
         """
         name = module.__name__
         if name in self.copies:
@@ -354,12 +431,14 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
         imports = _Imports(tuple(job["allowed_imports"]), copies)
         table = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
         table["print"], table["__import__"] = output.print, imports
+        table["__build_class__"] = _build_class
         namespace = {"__builtins__": table, "__name__": "strategy"}
         moves = _game(pickle.loads(job["game"]), page, job["stall_moves"])
         source, python_walls = job["source"], job["python_walls"]
         random.seed(job["strategy_seed"])
         del job
         if python_walls:
+            _hide_frames()
             _arm_audit_hook(page)
         else:  # a test of the operating-system walls alone: the real builtins
             namespace = {"__name__": "strategy"}

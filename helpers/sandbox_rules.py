@@ -72,6 +72,8 @@ DENIED_EVENTS = (
     "cpython.",
     "_thread.",
     "sys.settrace",
+    "sys._getframe",
+    "sys._getframemodulename",
     "sys.setprofile",
     "sys.addaudithook",
     "sys._current_frames",
@@ -97,8 +99,9 @@ DENIED_EVENTS = (
 """Audit events (exact names, or prefixes ending in a dot) that end a job while its strategy runs.
 
 Not denied, because the allowed modules raise them in normal use: `compile` and `exec`
-(`collections.namedtuple`), `sys._getframe` and `object.__setattr__` (namedtuple, typing),
-`builtins.id`.
+(`collections.namedtuple`), `object.__setattr__` (namedtuple, typing), `builtins.id`. `sys._getframe`
+is denied: in a job it is replaced by one that gives no frame (`_sandbox_worker._hide_frames`), so
+only the real one, reached around the walls, raises the event.
 """
 
 # --- the page a job shares with the trainer -------------------------------------------------------

@@ -4,7 +4,8 @@
   with it a strategy made a bound method over any object with a chosen name, and `copy.copy` rebuilt that
   method through `__reduce__`, which calls the real `getattr` with the name. From there the frames gave it
   the live game, and so every tile to come (it won the learnable 4x4 preset, which random play never wins,
-  and was paid `no_cheating`). `typing.get_origin` and `copy.copy` are now substitutes.
+  and was paid `no_cheating`). `typing.get_origin` and `copy.copy` are now substitutes (`copy.copy`
+  copies plain data only since red team 6).
 - Pipe buffers are kernel memory that the address-space limit does not count, and a game inherited the
   trainer's open-file limit: behind the operating-system walls alone, a game parked 134 MiB in 10,000 pipes.
   A game now opens at most 8 descriptors.
@@ -38,14 +39,21 @@ def test_get_origin_hands_out_no_metaclass_and_still_answers_honest_questions():
     assert "(None, None, <class 'list'>, None)" in _said(source)
 
 
-def test_copy_returns_a_bound_method_as_it_is_and_still_copies_boards():
+def test_copy_rebuilds_no_bound_method_and_still_copies_boards():
+    """`copy.copy` no longer rebuilds a method through `__reduce__`: since red team 6 it copies plain data
+    only (tests/test_sandbox_redteam6.py), and refuses a method outright."""
     source = (
         "import copy\ndef strategy(board):\n"
         "    other = copy.copy(board)\n"
         "    other[0] = None\n"
-        "    raise ValueError(repr((copy.copy(print) is print, other is not board, board[0] is not None)))\n"
+        "    try:\n"
+        "        copy.copy(print)\n"
+        "    except TypeError as exc:\n"
+        "        refused = str(exc)\n"
+        "    raise ValueError(repr((other is not board, board[0] is not None)) + refused)\n"
     )
-    assert "(True, True, True)" in _said(source)
+    said = _said(source)
+    assert "(True, True)" in said and "copies plain data" in said, said
 
 
 PREDICT = textwrap.dedent(
