@@ -112,10 +112,13 @@ def _overload(func: object) -> object:
     return overloaded
 
 
+_REAL_GET_ORIGIN = typing.get_origin
+
+
 def _get_origin(tp: object) -> object:
     """`typing.get_origin` that never hands out a metaclass: the original answers `type` for
     `typing.Type`, and `type` called with a dict makes classes whose dunders come from strings."""
-    origin = typing.get_origin(tp)
+    origin = _REAL_GET_ORIGIN(tp)
     return None if isinstance(origin, type) and issubclass(origin, type) else origin
 
 
@@ -187,6 +190,10 @@ def _build_class(func: object, name: object, *bases: object, **keywords: object)
     return made
 
 
+def _is_metaclass(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, type)
+
+
 class _NoFrame:
     """What `sys._getframe` answers in a job: no frame, only the module name that honest callers ask
     for (`collections.namedtuple` and `typing`'s functional forms read `f_globals['__name__']`)."""
@@ -194,13 +201,23 @@ class _NoFrame:
     f_globals = types.MappingProxyType({"__name__": "strategy"})
 
 
-def _hide_frames() -> None:
-    """In the job process only: `sys._getframe` (and Python 3.12's `sys._getframemodulename`) answer
-    without a frame. The real `sys._getframe` is also a denied audit event, so a reference to it held
-    elsewhere ends the job; every escape of red teams 5 and 6 went from a frame to the live game."""
+def _seal_job() -> None:
+    """In the job process only, before the strategy runs, change the real modules that the copies'
+    members reach behind them.
+
+    - `sys._getframe` (and Python 3.12's `sys._getframemodulename`) answer without a frame; the real
+      `sys._getframe` is also a denied audit event, so a reference to it held elsewhere ends the job. Every
+      escape of red teams 5 and 6 went from a frame to the live game.
+    - The real `copy.copy`, `copy.deepcopy` and `typing.get_origin` become their `SUBSTITUTES`: code of the
+      allowed modules imports them itself (`collections.UserDict.copy` runs `import copy` and calls the real
+      `copy.copy`, red team 7), out of reach of the module copies.
+    """
     sys._getframe = lambda depth=0: _NoFrame()  # type: ignore[assignment]
     if hasattr(sys, "_getframemodulename"):
         sys._getframemodulename = lambda depth=0: "strategy"
+    for (module, name), substitute in SUBSTITUTES.items():
+        if module in sys.modules:
+            setattr(sys.modules[module], name, substitute)
 
 
 SUBSTITUTES = {
@@ -227,7 +244,8 @@ class _Imports:
         """A fresh module object with the public members (changing it changes nothing shared).
 
         Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
-        are modules outside the allow-list (so `typing.sys` is absent), and metaclasses (`typing.ABCMeta`:
+        are modules outside the allow-list (so `typing.sys` is absent), type variables bound to a metaclass
+        (`typing.CT_co`), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
         members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`, `copy.deepcopy`).
@@ -242,6 +260,8 @@ class _Imports:
                 continue
             if isinstance(value, type) and issubclass(value, type):
                 continue
+            if isinstance(value, typing.TypeVar) and _is_metaclass(value.__bound__):
+                continue  # typing.CT_co: its bound is `type` (red team 7)
             if isinstance(value, types.ModuleType):
                 if not self._is_allowed(value.__name__):
                     continue
@@ -438,7 +458,7 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
         random.seed(job["strategy_seed"])
         del job
         if python_walls:
-            _hide_frames()
+            _seal_job()
             _arm_audit_hook(page)
         else:  # a test of the operating-system walls alone: the real builtins
             namespace = {"__name__": "strategy"}

@@ -39,6 +39,11 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from helpers.config import GameConfig
 
+_UNIFORM = random.Random.random
+"""The C method behind `random.Random.random`, taken when this module is imported. A game calls it directly:
+a strategy can rebind `random.Random.random` (a shared class) while its game runs, and the game's own
+generator, handed to a rebound method, would give it every tile to come (red team 7)."""
+
 KEYMAPS: dict[str, dict[str, str]] = {
     "bepo": {"é": "up", "u": "down", "a": "left", "i": "right"},
     "wasd": {"w": "up", "s": "down", "a": "left", "d": "right"},
@@ -345,11 +350,11 @@ class GameBoard:
         empties = text.count(".")
         if not empties:
             return 0
-        uniform = self._rng.random
+        rng = self._rng
         # the text after the chosen dot is the last part of a split at the dots up to it
-        after = text.split(".", int(uniform() * empties) + 1)[-1]
+        after = text.split(".", int(_UNIFORM(rng) * empties) + 1)[-1]
         position = len(text) - len(after) - 1
-        tile = "b" if uniform() < self.probability_fours else "a"
+        tile = "b" if _UNIFORM(rng) < self.probability_fours else "a"
         self._text = text[:position] + tile + text[position + 1 :]
         return empties - 1
 

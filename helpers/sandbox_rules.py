@@ -18,13 +18,15 @@ FORBIDDEN_BUILTINS = frozenset(
 STRING_DRIVEN_MEMBERS = frozenset(
     (  # noqa: SIM905 - a word list reads better than a column
         "attrgetter methodcaller get_type_hints ForwardRef evaluate_forward_ref update_wrapper wraps "
-        "singledispatch singledispatchmethod dispatch_table format_map"
+        "singledispatch singledispatchmethod dispatch_table format_map cached_property"
     ).split()
 )
 """Members of allowed modules that turn strings into attribute access or code, or call what a shared
 registry holds: `operator.attrgetter`, `functools.update_wrapper`/`wraps` (copy attributes named by
 strings), `functools.singledispatch` (evaluates string annotations through `typing.get_type_hints`),
-`copy.dispatch_table` (the reduce protocol calls what it holds), `str.format_map`. Static checks refuse
+`copy.dispatch_table` (the reduce protocol calls what it holds), `str.format_map`,
+`functools.cached_property` (its `attrname`, a plain attribute, names the entry of any instance's `__dict__`
+it reads and writes: red team 7 read `type` out of `typing.CT_co` with it). Static checks refuse
 them by name and the worker leaves them out of the modules it hands out."""
 
 FORBIDDEN_ATTRIBUTES = STRING_DRIVEN_MEMBERS | frozenset(
@@ -100,7 +102,7 @@ DENIED_EVENTS = (
 
 Not denied, because the allowed modules raise them in normal use: `compile` and `exec`
 (`collections.namedtuple`), `object.__setattr__` (namedtuple, typing), `builtins.id`. `sys._getframe`
-is denied: in a job it is replaced by one that gives no frame (`_sandbox_worker._hide_frames`), so
+is denied: in a job it is replaced by one that gives no frame (`_sandbox_worker._seal_job`), so
 only the real one, reached around the walls, raises the event.
 """
 

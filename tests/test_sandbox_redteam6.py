@@ -159,7 +159,7 @@ def test_the_real_getframe_ends_a_job():
         from helpers.sandbox_rules import EVENT
         real = sys._getframe
         page = mmap.mmap(-1, 4096)
-        worker._hide_frames()
+        worker._seal_job()
         worker._arm_audit_hook(page)
         assert sys._getframe(1).f_globals['__name__'] == 'strategy'
         assert not hasattr(sys._getframe(0), 'f_back')
