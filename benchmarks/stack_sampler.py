@@ -30,19 +30,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+COMPILING = (
+    "torch/_dynamo/convert_frame",
+    "torch/_inductor/compile_fx",
+    "torch/_inductor/codecache",
+    "torch/_inductor/async_compile",
+    "triton/compiler/",
+    ":benchmark_all_configs",
+)
+"""Frames seen only while something is being compiled (or loaded from a compile cache), never while
+compiled code runs: a call into compiled code passes through `torch/_dynamo/eval_frame.py`, so a frame of
+`torch/_dynamo/` alone says nothing."""
+
 PHASES = [
     ("imports", ("<frozen importlib",)),
-    ("compile: dynamo tracing", ("torch/_dynamo/symbolic_convert", "torch/_dynamo/variables/")),
-    ("compile: inductor and aot (or their caches)", ("torch/_inductor/", "torch/_functorch/")),
-    ("compile: triton", ("triton/",)),
-    ("compile: dynamo other (guards, frames)", ("torch/_dynamo/",)),
     ("rewards", ("helpers/rewards", "helpers/sandbox")),
     ("scoring: log-probabilities", ("get_per_token_logps", "compute_logps")),
     ("generation", (":generate", "generation/utils", "fast_generate")),
-    ("backward", (":backward", "autograd/__init__")),
+    ("backward", (":backward", "autograd/__init__", "autograd/graph.py")),
     ("optimizer", ("torch/optim/", "bitsandbytes/optim")),
 ]
-"""A phase and the markers (substrings of `file:function`) that put a sample in it, in order of precedence."""
+"""A phase of the work and the markers (substrings of `file:function`) that put a sample in it, in order of
+precedence; a sample that is compiling (`COMPILING`) is put in a compile phase first."""
 
 COMPILE_KEYS_EVERY = 5.0
 
@@ -109,7 +118,18 @@ def record(samples: Path, interval: float, argv: list[str]) -> None:
 
 
 def phase_of(stack: list[str]) -> str:
-    """The first phase of `PHASES` any frame of `stack` matches, else "other"."""
+    """The phase a sample belongs to: compiling (tracing, or the backend and its caches) first, then the
+    first phase of `PHASES` any frame matches, else "other"."""
+    if any(marker in frame for frame in stack for marker in COMPILING):
+        backend = any(
+            "torch/_inductor/" in frame or "torch/_functorch/" in frame or "triton/" in frame
+            for frame in stack
+        )
+        return (
+            "compile: inductor, aot autograd, triton (or their caches)"
+            if backend
+            else "compile: dynamo tracing"
+        )
     for phase, markers in PHASES:
         if any(marker in frame for frame in stack for marker in markers):
             return phase

@@ -74,6 +74,8 @@ def summarise(
         "first_step_s": round(steps[0]["step_time"], 1),
         "steps": len(steps),
         "step_times": [round(row["step_time"], 2) for row in steps],
+        "losses": [row.get("loss") for row in steps],
+        "grad_norms": [row.get("grad_norm") for row in steps],
         "clipped_ratio": round(
             statistics.fmean(row.get("completions/clipped_ratio", 0.0) for row in steps), 3
         ),
