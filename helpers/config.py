@@ -175,6 +175,13 @@ class TrainingConfig:
     """Where checkpoints, metrics.jsonl and exports go."""
     compile_cache: str = "outputs/compile-cache"
     """Folder that keeps compiled kernels (TorchInductor, Triton, Unsloth) between runs, so a later run's first step skips most compilation; "" leaves them where the libraries put them."""
+    logprob_recompute: bool = False
+    """Unsloth's recomputing log-probability path (`UNSLOTH_GRPO_LOGPROB_RECOMPUTE=1`): two small compiled
+    functions instead of one graph unrolled over every chunk of the logits, whose compilation is most of a
+    fresh machine's first step. On an H200 the `h100` profile's first step then took 109 s on a fresh machine
+    (against 6-8 minutes or more) and 56 s with a filled cache (against 70 s); its later steps took 43-44 s,
+    against 32 s measured on other H200s (benchmarks/RESULTS.md, "Where the first step goes"). For short runs
+    on a fresh machine; off by default."""
     reasoning_effort: str = "low"
     """gpt-oss reasoning effort passed to the chat template."""
     dataset_size: int = 1000

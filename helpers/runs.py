@@ -41,6 +41,7 @@ RESUMABLE_CHANGES = frozenset(
         "training.log_completions_every",
         "training.report_to",
         "training.compile_cache",
+        "training.logprob_recompute",
         "sandbox.max_workers",
         "profile_reason",
     }

@@ -182,6 +182,21 @@ def test_compile_caches_go_to_the_configured_folder_and_survive_unsloths_import(
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache / "inductor")  # set again after the import
 
 
+def test_logprob_recompute_reaches_unsloth_through_its_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("UNSLOTH_GRPO_LOGPROB_RECOMPUTE", raising=False)
+    _fake_unsloth(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    monkeypatch.setattr(model_module, "cuda_available", lambda: True)
+    cache = str(tmp_path / "cache")
+    assert model_module.import_unsloth_if_used(make_config("h100", compile_cache=cache))
+    assert "UNSLOTH_GRPO_LOGPROB_RECOMPUTE" not in os.environ  # off: nothing set
+    assert model_module.import_unsloth_if_used(
+        make_config("h100", compile_cache=cache, logprob_recompute=True)
+    )
+    assert os.environ["UNSLOTH_GRPO_LOGPROB_RECOMPUTE"] == "1"
+
+
 def test_an_empty_compile_cache_leaves_the_libraries_defaults(monkeypatch):
     for name in model_module.COMPILE_CACHES:
         monkeypatch.delenv(name, raising=False)
@@ -202,6 +217,12 @@ def test_the_first_step_note_says_whether_the_compile_cache_is_filled(tmp_path, 
     filled = model_module.first_step_note(config)
     assert filled is not None and "(3 MB)" in filled and "about a minute" in filled
     assert "default caches" in (model_module.first_step_note(make_config("h100", compile_cache="")) or "")
+    assert "--set logprob_recompute=true" in empty
+    cache_two = tmp_path / "second"
+    quick = model_module.first_step_note(
+        make_config("h100", compile_cache=str(cache_two), logprob_recompute=True)
+    )
+    assert quick is not None and "about 2 minutes" in quick
 
 
 def test_a_damaged_adapter_is_named_with_the_checkpoint_before_it(tmp_path):

@@ -228,6 +228,11 @@ def test_a_resume_may_move_the_compile_cache(tmp_path):
     (tmp_path / "checkpoint-1" / runs.COMPLETE_MARK).write_text("{}")
     moved = replace(config, training=replace(config.training, compile_cache=str(tmp_path / "elsewhere")))
     assert runs.prepare_run_folder(moved, resume=True) == tmp_path / "checkpoint-1"
+    quicker = replace(config, training=replace(config.training, logprob_recompute=True))  # the same loss
+    assert runs.prepare_run_folder(quicker, resume=True) == tmp_path / "checkpoint-1"
+    other = replace(config, training=replace(config.training, lora_rank=8))
+    with pytest.raises(RunFolderError, match="lora_rank"):
+        runs.prepare_run_folder(other, resume=True)
 
 
 def test_saved_config_needs_a_run_folder(tmp_path):
