@@ -182,6 +182,11 @@ class TrainingConfig:
     (against 6-8 minutes or more) and 56 s with a filled cache (against 70 s); its later steps took 43-44 s,
     against 32 s measured on other H200s (benchmarks/RESULTS.md, "Where the first step goes"). For short runs
     on a fresh machine; off by default."""
+    logit_chunk_multiplier: int = 0
+    """Chunks of the logits per row in Unsloth's log-probabilities (`unsloth_logit_chunk_multiplier`); 0 leaves
+    Unsloth's choice (4 below 4,096 tokens: 64 chunks at micro-batch 16). Fewer chunks make the graph that a
+    fresh machine's first step compiles smaller; not yet measured (benchmarks/RESULTS.md, "Where the first step
+    goes"). Read by Unsloth only."""
     reasoning_effort: str = "low"
     """gpt-oss reasoning effort passed to the chat template."""
     dataset_size: int = 1000
@@ -478,6 +483,10 @@ def validate(config: Config) -> None:
     if training.steps_per_generation < 0:
         raise ValueError(
             f"training.steps_per_generation must be 0 (TRL's default) or more, not {training.steps_per_generation}"
+        )
+    if training.logit_chunk_multiplier < 0:
+        raise ValueError(
+            f"training.logit_chunk_multiplier must be 0 (Unsloth's choice) or more, not {training.logit_chunk_multiplier}"
         )
     if training.log_completions_every < 0:
         raise ValueError(

@@ -42,6 +42,7 @@ RESUMABLE_CHANGES = frozenset(
         "training.report_to",
         "training.compile_cache",
         "training.logprob_recompute",
+        "training.logit_chunk_multiplier",
         "sandbox.max_workers",
         "profile_reason",
     }

@@ -164,7 +164,7 @@ def grpo_config(config: Config, gpu: bool | None = None) -> Any:
     check_batch_sizes(config)
     gpu = torch.cuda.is_available() if gpu is None else gpu
     bf16 = gpu and torch.cuda.is_bf16_supported()
-    return GRPOConfig(
+    args = GRPOConfig(
         output_dir=training.output_dir,
         per_device_train_batch_size=training.per_device_train_batch_size,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
@@ -198,6 +198,9 @@ def grpo_config(config: Config, gpu: bool | None = None) -> Any:
         trackio_static_space_id=False,  # local only: never sync to the Hub on its own
         disable_tqdm=True,
     )
+    if training.logit_chunk_multiplier:  # Unsloth reads it from the arguments at each loss computation
+        args.unsloth_logit_chunk_multiplier = training.logit_chunk_multiplier
+    return args
 
 
 # --- callbacks -------------------------------------------------------------------------------------

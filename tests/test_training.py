@@ -277,6 +277,11 @@ def test_grpo_config_carries_the_explicit_grpo_choices():
         training.grpo_config(make_config("cpu-tiny", steps_per_generation=2), gpu=False).steps_per_generation
         == 2
     )
+    assert not hasattr(args, "unsloth_logit_chunk_multiplier") or args.unsloth_logit_chunk_multiplier is None
+    fewer = training.grpo_config(make_config("cpu-tiny", logit_chunk_multiplier=1), gpu=False)
+    assert fewer.unsloth_logit_chunk_multiplier == 1
+    with pytest.raises(ValueError, match="logit_chunk_multiplier must be 0"):
+        make_config("cpu-tiny", logit_chunk_multiplier=-1)
 
 
 def test_dataset_repeats_the_prompt_with_the_reasoning_effort():
