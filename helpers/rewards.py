@@ -46,7 +46,7 @@ import os
 import statistics
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from helpers.config import Config, training_seeds
@@ -134,6 +134,10 @@ class VerdictCache:
         return self.entries.get(key)
 
     def put(self, key: tuple, verdict: Verdict) -> None:
+        """Keep `verdict` without the keys its games played: no reward reads them, and a result may hold
+        800 KB of them (`MAX_RECORDED_KEYS`), so a full cache could hold a gigabyte (red team 6)."""
+        if any(result.keys for result in verdict.results):
+            verdict = replace(verdict, results=tuple(replace(result, keys=()) for result in verdict.results))
         self.entries[key] = verdict
         self.entries.move_to_end(key)
         while len(self.entries) > CACHE_SIZE:

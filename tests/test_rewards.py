@@ -308,6 +308,15 @@ def test_the_cache_stays_bounded(monkeypatch):
     assert cache.get(next(reversed(cache.entries))) is not None  # the latest are kept
 
 
+def test_the_cache_keeps_no_played_keys():
+    cache = rewards.VerdictCache()
+    [played] = rewards.verdicts([fenced(RANDOM_VALID)], CONFIG, cache=cache)
+    assert played.results and all(result.keys for result in played.results)  # the caller gets them
+    [kept] = cache.entries.values()
+    assert [result.keys for result in kept.results] == [(), ()]
+    assert [result.steps for result in kept.results] == [result.steps for result in played.results]
+
+
 def test_graded_reward_separates_strategies_random_play_cannot():
     config = Config(
         game=PRESETS["4x4-512"], sandbox=CONFIG.sandbox, rewards=RewardConfig(games_per_completion=4)
