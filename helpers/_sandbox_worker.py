@@ -245,7 +245,7 @@ class _Imports:
 
         Left out: private names, the string-driven members of `STRING_DRIVEN_MEMBERS`, members that
         are modules outside the allow-list (so `typing.sys` is absent), type variables bound to a metaclass
-        (`typing.CT_co`), and metaclasses (`typing.ABCMeta`:
+        (`typing.CT_co`), aliases of a metaclass (`typing.Type`), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
         members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`, `copy.deepcopy`).
@@ -262,6 +262,8 @@ class _Imports:
                 continue
             if isinstance(value, typing.TypeVar) and _is_metaclass(value.__bound__):
                 continue  # typing.CT_co: its bound is `type` (red team 7)
+            if _is_metaclass(getattr(value, "__origin__", None)):
+                continue  # typing.Type: it hands on attribute reads to `type` (red team 8)
             if isinstance(value, types.ModuleType):
                 if not self._is_allowed(value.__name__):
                     continue

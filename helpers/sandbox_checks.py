@@ -115,14 +115,30 @@ SELF_MATCHING_TYPES = frozenset(
 """Builtin types whose class pattern `case int(x)` binds the subject itself, reading no attribute."""
 
 
+def _bound_names(table: symtable.SymbolTable) -> set[str]:
+    """Every name the source binds in any scope: assigned, imported, a parameter, a def or class, a
+    comprehension, `for`, `with`, `except` or `match` target, a walrus."""
+    bound, stack = set(), [table]
+    while stack:
+        scope = stack.pop()
+        bound |= {
+            symbol.get_name()
+            for symbol in scope.get_symbols()
+            if symbol.is_assigned() or symbol.is_imported() or symbol.is_parameter()
+        }
+        stack.extend(scope.get_children())
+    return bound
+
+
 def _class_pattern_problems(node: ast.MatchClass, builtins: set[str]) -> list[str]:
     """Why a `case C(...)` pattern may read attributes by name.
 
     `case C(name=...)` reads the attribute `name`, so the name is checked like `.name` (and `format` as an
     unbound `str.format`). `case C(x, y)` reads the attributes that `C.__match_args__` names, strings a
     class can get from anywhere (a namedtuple's fields, an ABC's `register`): positional sub-patterns are
-    allowed only on a builtin type that matches the subject itself (`case int(x)`), not on a name the
-    strategy rebinds.
+    allowed only on a builtin type that matches the subject itself (`case int(x)`), a name the source binds
+    nowhere: `builtins` holds those names (a name rebound in one scope and used as the builtin in another was
+    let through, red team 8).
     """
     problems = [problem for name in node.kwd_attrs for problem in _attribute_problems(name)]
     if "format" in node.kwd_attrs:
@@ -176,6 +192,7 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
     """The first escape or banned import, as `line N: what`, or None."""
     allowed_list = ", ".join(allowed) or "none"
     builtins = _builtin_references(table)
+    never_bound = builtins - _bound_names(table)
     findings: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
@@ -201,7 +218,7 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
             if node.attr == "format":
                 findings += [(line, problem) for problem in _format_problems(node.value)]
         elif isinstance(node, ast.MatchClass):
-            findings += [(line, problem) for problem in _class_pattern_problems(node, builtins)]
+            findings += [(line, problem) for problem in _class_pattern_problems(node, never_bound)]
         findings += [(line, problem) for problem in _identifier_problems(node)]
     builtins_used = builtins & FORBIDDEN_BUILTINS
     findings += [

@@ -35,10 +35,11 @@ FORBIDDEN_ATTRIBUTES = STRING_DRIVEN_MEMBERS | frozenset(
         "ag_await f_back f_globals f_locals f_builtins f_code f_trace f_lasti f_lineno tb_frame tb_next "
         "tb_lasti co_code co_consts co_names mro sys os subprocess builtins importlib ctypes gc signal "
         "types inspect socket shutil threading multiprocessing marshal pickle resource mmap pathlib "
-        "tempfile posix"
+        "tempfile posix obj"
     ).split()
 )
-"""Attribute names that reach frames, code, string-driven attribute access or dangerous modules."""
+"""Attribute names that reach frames, code, string-driven attribute access or dangerous modules; `obj` is
+the object an `AttributeError` failed on (red team 8 had `type` from `typing.Type.x`, which forwards to it)."""
 
 SAFE_BUILTINS = (  # noqa: SIM905 - a word list reads better than a column
     "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict divmod "

@@ -32,11 +32,17 @@ def _said(source: str) -> str:
 def test_get_origin_hands_out_no_metaclass_and_still_answers_honest_questions():
     source = (
         "import typing\ndef strategy(board):\n"
-        "    raise ValueError(repr((typing.get_origin(typing.Type), typing.get_origin(typing.Type[int]),"
-        " typing.get_origin(typing.List[int]), typing.get_origin(int))))\n"
+        "    raise ValueError(repr((typing.get_origin(typing.List[int]), typing.get_origin(int))))\n"
     )
     assert check_source(source).verdict == "ok"
-    assert "(None, None, <class 'list'>, None)" in _said(source)
+    assert "(<class 'list'>, None)" in _said(source)
+    # `typing.Type` is absent from the typing copy since red team 8; the substitute itself:
+    import typing
+
+    from helpers import _sandbox_worker as worker
+
+    assert worker._get_origin(typing.Type) is None and worker._get_origin(typing.Type[int]) is None  # noqa: UP006
+    assert worker._get_origin(typing.Dict[str, int]) is dict  # noqa: UP006
 
 
 def test_copy_rebuilds_no_bound_method_and_still_copies_boards():

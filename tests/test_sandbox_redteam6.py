@@ -18,6 +18,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from helpers.config import SandboxConfig
 from helpers.rewards import explain
 from helpers.sandbox import check_source, play_batch
@@ -115,12 +117,21 @@ def test_copy_takes_no_memo_from_the_strategy():
 
 
 def test_a_class_statement_makes_no_metaclass():
-    base = "import typing\ndef strategy(board):\n    class M(typing.Type):\n        pass\n    raise ValueError(repr(M))\n"
-    assert "cannot derive from type" in _said(base)
     keyword = (
         "def strategy(board):\n    class C(metaclass=print):\n        pass\n    raise ValueError(repr(C))\n"
     )
     assert "takes no metaclass" in _said(keyword)
+    # `typing.Type`, the round's base, is absent from the typing copy since red team 8: the class statement's
+    # own check, behind it, is tried here on a base whose `__mro_entries__` gives `type`
+    from helpers import _sandbox_worker as worker
+
+    class ResolvesToType:
+        def __mro_entries__(self, bases):
+            return (type,)
+
+    with pytest.raises(TypeError, match="cannot derive from type"):
+        worker._build_class(lambda: None, "M", ResolvesToType())
+    assert worker._build_class(lambda: None, "Plain").__name__ == "Plain"
 
 
 def test_honest_classes_and_frame_readers_still_work():
