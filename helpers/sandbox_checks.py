@@ -17,7 +17,7 @@ import symtable
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from helpers.config import SandboxConfig
@@ -78,27 +78,28 @@ def _identifier_problems(node: ast.AST) -> Iterable[str]:
                 yield f"the dunder name {item}"
 
 
+def _symbols(table: symtable.SymbolTable) -> Iterator[tuple[symtable.SymbolTable, symtable.Symbol]]:
+    """Every symbol of every scope of the source, with its scope."""
+    stack = [table]
+    while stack:
+        scope = stack.pop()
+        yield from ((scope, symbol) for symbol in scope.get_symbols())
+        stack.extend(scope.get_children())
+
+
 def _builtin_references(table: symtable.SymbolTable) -> set[str]:
     """Names that resolve to builtins: referenced, global in their scope, never bound as a global (at module
     level, or in a function that declares it `global`)."""
-    bound, stack = set(), [table]
-    while stack:
-        scope = stack.pop()
-        bound |= {
-            symbol.get_name()
-            for symbol in scope.get_symbols()
-            if (scope is table or symbol.is_declared_global())
-            and (symbol.is_assigned() or symbol.is_imported())
-        }
-        stack.extend(scope.get_children())
-    names, stack = set(), [table]
-    while stack:
-        scope = stack.pop()
-        for symbol in scope.get_symbols():
-            if symbol.is_referenced() and symbol.is_global() and symbol.get_name() not in bound:
-                names.add(symbol.get_name())
-        stack.extend(scope.get_children())
-    return names
+    bound = {
+        symbol.get_name()
+        for scope, symbol in _symbols(table)
+        if (scope is table or symbol.is_declared_global()) and (symbol.is_assigned() or symbol.is_imported())
+    }
+    return {
+        symbol.get_name()
+        for _, symbol in _symbols(table)
+        if symbol.is_referenced() and symbol.is_global() and symbol.get_name() not in bound
+    }
 
 
 def _attribute_problems(name: str) -> list[str]:
@@ -118,16 +119,11 @@ SELF_MATCHING_TYPES = frozenset(
 def _bound_names(table: symtable.SymbolTable) -> set[str]:
     """Every name the source binds in any scope: assigned, imported, a parameter, a def or class, a
     comprehension, `for`, `with`, `except` or `match` target, a walrus."""
-    bound, stack = set(), [table]
-    while stack:
-        scope = stack.pop()
-        bound |= {
-            symbol.get_name()
-            for symbol in scope.get_symbols()
-            if symbol.is_assigned() or symbol.is_imported() or symbol.is_parameter()
-        }
-        stack.extend(scope.get_children())
-    return bound
+    return {
+        symbol.get_name()
+        for _, symbol in _symbols(table)
+        if symbol.is_assigned() or symbol.is_imported() or symbol.is_parameter()
+    }
 
 
 def _class_pattern_problems(node: ast.MatchClass, builtins: set[str]) -> list[str]:
