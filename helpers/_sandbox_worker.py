@@ -175,23 +175,88 @@ def _deepcopy(value: object, memo: object = None) -> object:
     return _plain_copy(value, True, {})
 
 
-def _build_class(func: object, name: object, *bases: object, **keywords: object) -> object:
-    """`__build_class__` that makes no metaclass: a class statement cannot name one, and a class whose
-    bases resolve to `type` (`class M(typing.Type)`: its `__mro_entries__` gives `type`) is refused.
+def _is_metaclass(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, type)
 
+
+def _build_class(func: object, name: object, *bases: object, **keywords: object) -> object:
+    """`__build_class__` that makes no metaclass and lets no metaclass prepare a class body.
+
+    Refused before the body runs: a `metaclass=` keyword, a base that is not a class once resolved (`class
+    X(obj)` calls `type(obj)` with the body's namespace), and a metaclass with a `__prepare__` of its own (it
+    chooses the namespace the body's names come from: red team 9 put a class there that made `case int(v)`
+    read any attribute). Refused after: a class that derives from `type` (`class M(typing.Type)`, red team
+    6); it is checked as made, so a base that answers differently when asked twice changes nothing.
     A metaclass called with a dict makes classes whose dunders come from strings (red teams 3, 5, 6).
-    The class is checked as made, so a base that answers differently when asked twice changes nothing.
     """
     if "metaclass" in keywords:
         raise TypeError("a class in the sandbox takes no metaclass")
+    meta = type
+    for base in types.resolve_bases(bases):
+        kind = builtins.type(base)
+        if not issubclass(kind, type):
+            raise TypeError("a class in the sandbox derives from classes only")
+        meta = kind if issubclass(kind, meta) else meta
+    if any("__prepare__" in vars(klass) for klass in meta.__mro__ if klass is not type):
+        raise TypeError("a class in the sandbox is not prepared by its metaclass")
     made = builtins.__build_class__(func, name, *bases, **keywords)
     if issubclass(builtins.type(made), type) and type.__subclasscheck__(type, made):
         raise TypeError("a class in the sandbox cannot derive from type")
     return made
 
 
-def _is_metaclass(value: object) -> bool:
-    return isinstance(value, type) and issubclass(value, type)
+def _guarded(function: types.FunctionType, owner: type) -> types.FunctionType:
+    """`function`, refusing a `self` whose class does not really derive from `owner`."""
+
+    def guarded(self, *args, **kwargs):
+        if owner not in builtins.type(self).__mro__:
+            raise TypeError(f"{owner.__name__}.{function.__name__} called on {builtins.type(self).__name__}")
+        return function(self, *args, **kwargs)
+
+    guarded.__name__, guarded.__qualname__, guarded.__doc__ = (
+        function.__name__,
+        function.__qualname__,
+        function.__doc__,
+    )
+    return guarded
+
+
+def _guard_unbound_methods(modules: list[types.ModuleType]) -> int:
+    """In the template, before any job: the public methods (and properties) written in Python of the classes
+    the allowed modules hold refuse a `self` that is not an instance of their class.
+
+    Called through the class, such a method takes any `self`: `collections.Counter.copy(int)` is
+    `int.__class__(int)`, the builtin `type` (red team 9), and `ChainMap.new_child` calls the metaclass with
+    arguments of the strategy's choosing. Called on an instance, nothing changes. Returns how many were guarded.
+    """
+    classes: set[type] = set()
+    for module in modules:
+        for key, value in list(vars(module).items()):
+            if not key.startswith("_") and isinstance(value, type) and not _is_metaclass(value):
+                classes.update(klass for klass in value.__mro__ if klass is not object)
+    guarded = 0
+    for owner in classes:
+        for key, value in list(vars(owner).items()):
+            if key.startswith("_"):
+                continue
+            if isinstance(value, types.FunctionType):
+                replacement: object = _guarded(value, owner)
+            elif isinstance(value, property) and any(
+                isinstance(part, types.FunctionType) for part in (value.fget, value.fset, value.fdel)
+            ):
+                parts = [
+                    _guarded(part, owner) if isinstance(part, types.FunctionType) else part
+                    for part in (value.fget, value.fset, value.fdel)
+                ]
+                replacement = property(*parts, value.__doc__)
+            else:
+                continue
+            try:
+                setattr(owner, key, replacement)
+            except (TypeError, AttributeError):  # an immutable (C) class: its methods check `self` themselves
+                continue
+            guarded += 1
+    return guarded
 
 
 class _NoFrame:
@@ -530,6 +595,7 @@ def _prepare_modules(allowed: list[str]) -> dict[str, types.ModuleType]:
     imports = _Imports(tuple(allowed), copies)
     for name in sorted(name for name in sys.modules if imports._is_allowed(name)):
         imports.copy_of(sys.modules[name])
+    _guard_unbound_methods([sys.modules[name] for name in sorted(copies)])
     return copies
 
 

@@ -126,6 +126,22 @@ def _bound_names(table: symtable.SymbolTable) -> set[str]:
     }
 
 
+def _in_class_bodies(tree: ast.Module) -> set[int]:
+    """The ids of the class patterns whose nearest scope is a class body, where a bare name is looked up in
+    the namespace the class's metaclass prepared before the builtins (red team 9 put a reader there)."""
+    found, stack = (
+        set(),
+        [child for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for child in node.body],
+    )
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.MatchClass):
+            found.add(id(node))
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
 def _class_pattern_problems(node: ast.MatchClass, builtins: set[str]) -> list[str]:
     """Why a `case C(...)` pattern may read attributes by name.
 
@@ -189,6 +205,7 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
     allowed_list = ", ".join(allowed) or "none"
     builtins = _builtin_references(table)
     never_bound = builtins - _bound_names(table)
+    in_class_bodies = _in_class_bodies(tree)
     findings: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
@@ -198,12 +215,23 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
                 for alias in node.names
                 if alias.name.partition(".")[0] not in allowed
             ]
+            findings += [
+                (line, f"import of {alias.name}: {problem}")
+                for alias in node.names
+                for part in alias.name.split(".")[1:]
+                for problem in _attribute_problems(part)
+            ]
         elif isinstance(node, ast.ImportFrom):
             if node.module == "__future__" and all(alias.name == "annotations" for alias in node.names):
                 continue
             module = node.module or ""
             if node.level or module.partition(".")[0] not in allowed:
                 findings.append((line, f"import from {'.' * node.level}{module} (allowed: {allowed_list})"))
+            findings += [
+                (line, f"import from {module}: {problem}")
+                for part in module.split(".")[1:]
+                for problem in _attribute_problems(part)
+            ]
             for alias in node.names:
                 if alias.name == "*":
                     findings.append((line, f"from {module} import * (name what you import)"))
@@ -215,6 +243,8 @@ def _forbidden(tree: ast.Module, table: symtable.SymbolTable, allowed: Sequence[
                 findings += [(line, problem) for problem in _format_problems(node.value)]
         elif isinstance(node, ast.MatchClass):
             findings += [(line, problem) for problem in _class_pattern_problems(node, never_bound)]
+            if node.patterns and id(node) in in_class_bodies:
+                findings.append((line, "a class pattern with positional sub-patterns in a class body"))
         findings += [(line, problem) for problem in _identifier_problems(node)]
     builtins_used = builtins & FORBIDDEN_BUILTINS
     findings += [
