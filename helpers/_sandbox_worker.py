@@ -40,6 +40,7 @@ import typing
 import warnings
 
 from helpers import sandbox_walls as walls
+from helpers.game import sealed_play
 from helpers.sandbox_rules import (
     AUDIT_EXIT,
     CALL_START,
@@ -382,15 +383,20 @@ _STOP = object()
 def _game(game, page: mmap.mmap, stall_moves: int):
     """The game, as a generator: it yields boards, receives keys, logs them, and returns how it ended.
 
-    Only this generator's frame holds the game (and its random state): while the strategy runs the
-    generator is suspended, and reaching a suspended generator's frame (`gi_frame`) ends the job.
-    That is why this loop is not `helpers.game.play_keys`, whose key source would have to reach the
-    game while the strategy runs; it keeps the same stall rule, and the parent's replay, which
-    decides the verdict, goes through `play_keys`.
+    It plays through `helpers.game.sealed_play`, which on this generator's first `next` (before any strategy
+    code runs, see `_play`) takes what it needs from the game and drops it: from then on the game's random
+    generator is only in that generator's frame, and reaching a suspended generator's frame (`gi_frame`) or
+    any frame (`sys._getframe`) ends the job. So a strategy that rebinds names or methods sees no tile to come.
+    That is why this loop is not `helpers.game.play_keys`, whose key source would have to reach the game while
+    the strategy runs; it keeps the same stall rule, and the parent's replay, which decides the verdict, goes
+    through `play_keys`.
     """
+    play = sealed_play(game)
+    del game
+    board, _, state, score, max_tile = next(play)
     position, idle, end = LOG_START, 0, "over"
-    while game.state() == "ongoing":
-        key = yield game.board()
+    while state == "ongoing":
+        key = yield board
         if key is _STOP:
             end = "error"
             break
@@ -401,28 +407,32 @@ def _game(game, page: mmap.mmap, stall_moves: int):
         page[position : position + len(entry)] = entry
         position += len(entry)
         struct.pack_into("<I", page, LOG_LENGTH, position - LOG_START)
-        if game.do_action(key):
+        board, changed, state, score, max_tile = play.send(key)
+        if changed:
             idle = 0
             continue
         idle += 1
-        if idle >= stall_moves and game.state() == "ongoing":
+        if idle >= stall_moves and state == "ongoing":
             end = "stalled"
             break
-    return end, game.score(), game.max_tile()
+    return end, score, max_tile
 
 
 def _play(source: str, namespace: dict, moves, page: mmap.mmap) -> tuple[str, str | None, int, int]:
-    """Run the strategy's module, then call it on each board: (end, error, score, max tile)."""
+    """Start the game, run the strategy's module, then call it on each board: (end, error, score, max tile).
+
+    The game starts first, so that it takes what it holds before any strategy code runs (a module's default
+    arguments run when it is executed)."""
     error = None
-    struct.pack_into("<d", page, CALL_START, time.monotonic())
-    try:
-        exec(compile(source, "<strategy>", "exec", dont_inherit=True), namespace)
-        strategy = namespace["strategy"]
-    except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the strategy's error
-        error = _describe(exc)
-    struct.pack_into("<d", page, CALL_START, 0.0)
     try:
         board = next(moves)
+        struct.pack_into("<d", page, CALL_START, time.monotonic())
+        try:
+            exec(compile(source, "<strategy>", "exec", dont_inherit=True), namespace)
+            strategy = namespace["strategy"]
+        except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the strategy's error
+            error = _describe(exc)
+        struct.pack_into("<d", page, CALL_START, 0.0)
         while error is None:
             struct.pack_into("<d", page, CALL_START, time.monotonic())
             try:
@@ -586,6 +596,15 @@ def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     return json.loads(data), list(fds)
 
 
+def _forget_spawn_key() -> None:
+    """In the template: the games come pickled with their random state, so no job needs `spawn_seed`'s key;
+    without it a strategy past the Python walls cannot recompute its game's tiles from a guessed seed."""
+    import helpers.game
+
+    with contextlib.suppress(AttributeError):
+        del helpers.game.SPAWN_KEY
+
+
 def _prepare_modules(allowed: list[str]) -> dict[str, types.ModuleType]:
     """Import the allowed modules and make their stripped copies once, for every job to inherit."""
     for name in allowed + ["collections.abc"]:
@@ -617,7 +636,7 @@ def main() -> None:
             os.dup2(devnull, fd)
         os.close(devnull)
         warnings.simplefilter("ignore")  # showing a warning imports modules, which would end a job
-        import helpers.game  # noqa: F401 - the class of the pickled games
+        _forget_spawn_key()
 
         copies = _prepare_modules(allowed)
         plan = walls.prepare(requested, user)

@@ -32,7 +32,7 @@ import hashlib
 import html
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -206,6 +206,36 @@ def _target_char(target: int) -> str:
     return next((char for value, char in _CHAR_OF.items() if value >= target and value), "\x7f")
 
 
+def _direction(keymap: Mapping[str, str], key: object) -> str | None:
+    """The direction `key` plays in `keymap` (stripped, any case), or None for no key."""
+    if not isinstance(key, str):
+        return None
+    direction = keymap.get(key)
+    return direction if direction is not None else keymap.get(key.strip().lower())
+
+
+def _place_tile(text: str, empties: int, cell_draw: float, tile_draw: float, probability_fours: float) -> str:
+    """The board with a tile spawned by two uniform draws (the documented protocol): the cell is empty
+    number `int(cell_draw * empties)` row by row, the tile a 4 when `tile_draw < probability_fours`."""
+    # the text after the chosen dot is the last part of a split at the dots up to it
+    after = text.split(".", int(cell_draw * empties) + 1)[-1]
+    position = len(text) - len(after) - 1
+    tile = "b" if tile_draw < probability_fours else "a"
+    return text[:position] + tile + text[position + 1 :]
+
+
+def _state_after(
+    text: str, gained: int, empty_left: int, target: int, target_char: str, layout: _Layout
+) -> str:
+    """The state after a move that changed the board, gained `gained` and left `empty_left` empty cells."""
+    # a merge that makes the target gains at least the target, so smaller gains need no look
+    if (gained >= target or target <= 4) and max(text) >= target_char:
+        return "success"
+    if not empty_left and not _can_move(text, layout):
+        return "failed"
+    return "ongoing"
+
+
 SPAWN_KEY = b"gpt-oss-2048: the spawn stream of a game"
 """The key of `spawn_seed`'s digest."""
 
@@ -284,10 +314,7 @@ class GameBoard:
 
     def direction_of(self, key: object) -> str | None:
         """The direction a key plays in this game's key map (stripped, any case), or None for no key."""
-        if not isinstance(key, str):
-            return None
-        direction = self.keymap.get(key)
-        return direction if direction is not None else self.keymap.get(key.strip().lower())
+        return _direction(self.keymap, key)
 
     def key_for(self, direction: str) -> str:
         """The key that plays `direction` (up, down, left, right) in this game's key map."""
@@ -327,11 +354,9 @@ class GameBoard:
         self._text = text
         self._score += gained
         empty_left = self._spawn()
-        # a merge that makes the target gains at least the target, so smaller gains need no look
-        if (gained >= self.target or self.target <= 4) and max(self._text) >= self._target_char:
-            self._state = "success"
-        elif not empty_left and not _can_move(self._text, self._layout):
-            self._state = "failed"
+        self._state = _state_after(
+            self._text, gained, empty_left, self.target, self._target_char, self._layout
+        )
         return True
 
     def copy(self) -> GameBoard:
@@ -351,11 +376,7 @@ class GameBoard:
         if not empties:
             return 0
         rng = self._rng
-        # the text after the chosen dot is the last part of a split at the dots up to it
-        after = text.split(".", int(_UNIFORM(rng) * empties) + 1)[-1]
-        position = len(text) - len(after) - 1
-        tile = "b" if _UNIFORM(rng) < self.probability_fours else "a"
-        self._text = text[:position] + tile + text[position + 1 :]
+        self._text = _place_tile(text, empties, _UNIFORM(rng), _UNIFORM(rng), self.probability_fours)
         return empties - 1
 
     def _judge(self) -> str:
@@ -372,6 +393,50 @@ class GameBoard:
     def _repr_html_(self) -> str:
         caption = f"score {self._score} · {self._state} · target {self.target}"
         return render_html(self.board(), caption=caption)
+
+
+def sealed_play(game: GameBoard) -> Generator[tuple[list[list[int]], bool, str, int, int], object, None]:
+    """`game` played as a generator that alone holds its random generator, in its own frame.
+
+    It yields `(board, changed, state, score, max_tile)` and receives the next key (anything: a key not in
+    the key map fails the game, like `do_action`). On its first `next` it takes what it needs from `game`, drops
+    `game`, and takes the functions it calls as locals; none of them is handed the random generator, which only
+    the C method taken at import draws from. So code that rebinds this module's names or `GameBoard`'s methods
+    after that (a strategy past the sandbox's Python walls) sees boards, never a tile to come, without a frame:
+    the sandbox's job process plays through it (red teams 5-9 each reached the game's generator through a
+    method or a name the game called).
+    """
+    text, rng, score, state = game._text, game._rng, game._score, game._state
+    keymap, layout, fours = dict(game.keymap), game._layout, game.probability_fours
+    target, target_char = game.target, game._target_char
+    del game
+    uniform, move, place, judge, decode, direction_of = (
+        _UNIFORM,
+        _move,
+        _place_tile,
+        _state_after,
+        _decode,
+        _direction,
+    )
+    value_of = dict(_VALUE_OF)
+    changed = False
+    while True:
+        key = yield decode(text), changed, state, score, value_of[max(text)]
+        changed = False
+        if state != "ongoing":
+            continue
+        direction = direction_of(keymap, key)
+        if direction is None:
+            state = "failed"
+            continue
+        moved, gained = move(text, direction, layout)
+        if moved == text:
+            continue
+        score += gained
+        empties = moved.count(".")
+        text = place(moved, empties, uniform(rng), uniform(rng), fours) if empties else moved
+        changed = True
+        state = judge(text, gained, max(empties - 1, 0), target, target_char, layout)
 
 
 def from_config(game_config: GameConfig, seed: int | None = None) -> GameBoard:

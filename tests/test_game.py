@@ -328,3 +328,69 @@ def test_keys_by_direction_inverts_a_key_map():
     assert keys_by_direction("bepo") == {"up": "é", "down": "u", "left": "a", "right": "i"}
     assert keys_by_direction({"W": "up", "S": "down", "A": "left", "D": "right"})["left"] == "a"
     assert GameBoard(keymap="wasd").key_for("up") == "w"
+
+
+# --- the sealed play (the sandbox's job process plays through it) ---------------------------------------
+
+
+def test_sealed_play_plays_exactly_as_the_game():
+    import random as stdlib_random
+
+    from helpers.game import sealed_play
+
+    for seed in range(6):
+        keys = stdlib_random.Random(seed).choices(["a", "i", "é", "u", "x", " A "], k=400)
+        game, reference = GameBoard(size=4, seed=seed, target=256), GameBoard(size=4, seed=seed, target=256)
+        play = sealed_play(game)
+        board, _, state, score, top = next(play)
+        assert (board, state, score, top) == (reference.board(), reference.state(), 0, reference.max_tile())
+        for key in keys:
+            if reference.state() != "ongoing":
+                break
+            board, changed, state, score, top = play.send(key)
+            assert changed == reference.do_action(key)
+            assert (board, state, score, top) == (
+                reference.board(),
+                reference.state(),
+                reference.score(),
+                reference.max_tile(),
+            )
+
+
+def test_sealed_play_hands_its_random_generator_to_nothing_rebound_after_it_starts(monkeypatch):
+    """What a strategy past the sandbox's Python walls could rebind while its game runs: this module's names,
+    the game's methods, the random classes. None of them sees the generator or the game, and play goes on."""
+    import _random
+
+    from helpers import game as game_module
+    from helpers.game import sealed_play
+
+    keys = "aiéu" * 25
+    reference = GameBoard(size=4, seed=9)
+    expected = []
+    for key in keys:
+        reference.do_action(key)
+        expected.append((reference.board(), reference.state(), reference.score()))
+    play = sealed_play(GameBoard(size=4, seed=9))
+    next(play)
+    seen = []
+
+    def spy(original):
+        def spied(*args, **kwargs):
+            seen.extend(type(arg).__name__ for arg in args if isinstance(arg, random.Random | GameBoard))
+            return original(*args, **kwargs)
+
+        return spied
+
+    for name in ("_UNIFORM", "_move", "_place_tile", "_state_after", "_decode", "_direction", "_can_move"):
+        monkeypatch.setattr(game_module, name, spy(getattr(game_module, name)))
+    for name in ("do_action", "board", "state", "_spawn", "direction_of", "score", "max_tile"):
+        monkeypatch.setattr(GameBoard, name, spy(getattr(GameBoard, name)))
+    monkeypatch.setattr(random.Random, "random", spy(random.Random.random))
+    monkeypatch.setattr(_random.Random, "random", spy(_random.Random.random))
+    played = []
+    for key in keys:
+        board, _, state, score, _ = play.send(key)
+        played.append((board, state, score))
+    assert played == expected
+    assert seen == []

@@ -118,3 +118,50 @@ def test_a_metaclass_that_prepares_the_body_is_refused_before_the_body_runs():
 def test_a_dotted_import_with_a_private_part_is_refused(line):
     check = check_source(f"{line}\ndef strategy(board):\n    return 'a'\n")
     assert check.verdict == "forbidden" and "private or dunder" in check.reason, check
+
+
+# --- defence in depth: past the Python walls, no tile to come without a frame --------------------------
+
+
+def test_the_game_takes_what_it_holds_before_the_strategys_module_runs(monkeypatch):
+    """A module's default arguments run when it is executed: the game must have taken its random generator
+    into its own frame before then, or a rebinding there would be handed the generator."""
+    import builtins
+    import mmap
+
+    from helpers import _sandbox_worker as worker
+    from helpers import game as game_module
+    from helpers.game import GameBoard
+    from helpers.sandbox_rules import SHM_BYTES
+
+    original = game_module._UNIFORM
+    monkeypatch.setattr(game_module, "_UNIFORM", original)  # restored after the test
+    seen = []
+
+    def spy(rng):
+        seen.append(rng)
+        return original(rng)
+
+    def rebind():
+        game_module._UNIFORM = spy
+
+    namespace = {"__builtins__": vars(builtins) | {"rebind": rebind}, "__name__": "strategy"}
+    source = "def strategy(board, _=rebind()):\n    return 'aiéu'[sum(map(sum, board)) % 4]\n"
+    moves = worker._game(GameBoard(size=4, seed=3), mmap.mmap(-1, SHM_BYTES), 32)
+    end, error, score, _ = worker._play(source, namespace, moves, mmap.mmap(-1, SHM_BYTES))
+    assert game_module._UNIFORM is spy  # the rebinding happened
+    assert seen == [] and error is None and score > 0, (end, error, score, len(seen))
+
+
+def test_the_template_forgets_the_spawn_key():
+    import subprocess
+    import sys
+
+    program = (
+        "from helpers import _sandbox_worker as worker, game\n"
+        "assert hasattr(game, 'SPAWN_KEY')\n"
+        "worker._forget_spawn_key()\n"
+        "print(hasattr(game, 'SPAWN_KEY'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
