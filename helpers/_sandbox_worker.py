@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -286,11 +287,22 @@ def _seal_job() -> None:
             setattr(sys.modules[module], name, substitute)
 
 
+_REAL_LRU_CACHE = functools.lru_cache
+
+
+def _lru_cache(maxsize: object = 128, typed: object = False) -> object:
+    """`functools.lru_cache` without `typed`: a typed key holds `type(arg)` beside the arguments, and a key
+    whose hash a strategy made collide with it compared the builtin `type` with the strategy's object, which
+    handed it `type` (red team 10). Untyped, `1` and `1.0` share an entry, as `functools.cache` has them."""
+    return _REAL_LRU_CACHE(maxsize)
+
+
 SUBSTITUTES = {
     ("typing", "overload"): _overload,
     ("typing", "get_origin"): _get_origin,
     ("copy", "copy"): _copy,
     ("copy", "deepcopy"): _deepcopy,
+    ("functools", "lru_cache"): _lru_cache,
 }
 """Members of allowed modules that the copies replace: the original trips a wall on honest use, or
 hands a strategy what the walls keep from it (red teams 5 and 6: tests/test_sandbox_redteam5.py, 6)."""

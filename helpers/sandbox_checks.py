@@ -64,8 +64,18 @@ def _is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
+def _is_mangled(name: str) -> bool:
+    """A class-private name (`__x`, mangled to `_Class__x`) or one written already mangled (`_UserList__cast`):
+    defined in a subclass, it replaces a private hook of an allowed module's class (red team 10 had
+    `UserList`'s `__cast` receive the other side of every comparison)."""
+    return not _is_dunder(name) and (
+        name.startswith("__") or (name.startswith("_") and "__" in name.lstrip("_"))
+    )
+
+
 def _identifier_problems(node: ast.AST) -> Iterable[str]:
-    """Dunder names among a node's identifiers (`id`, `attr`, `name`, `arg`, `kwd_attrs`, ...)."""
+    """Dunder and class-private names among a node's identifiers (`id`, `attr`, `name`, `arg`, `kwd_attrs`,
+    ...)."""
     if isinstance(node, ast.Constant):
         return
     if isinstance(node, ast.Name) and node.id == "__name__" and isinstance(node.ctx, ast.Load):
@@ -76,6 +86,8 @@ def _identifier_problems(node: ast.AST) -> Iterable[str]:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and _is_dunder(item):
                 yield f"the dunder name {item}"
+            elif isinstance(item, str) and _is_mangled(item):
+                yield f"the class-private name {item}"
 
 
 def _symbols(table: symtable.SymbolTable) -> Iterator[tuple[symtable.SymbolTable, symtable.Symbol]]:
