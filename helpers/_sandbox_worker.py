@@ -463,15 +463,20 @@ def _play(source: str, namespace: dict, moves, page: mmap.mmap) -> tuple[str, st
 
 
 def _arm_audit_hook(page: mmap.mmap) -> None:
-    """End the process at the first forbidden operation, from now until it exits.
+    """End the process at the first forbidden operation, from now until it exits: a denied event, or a
+    function's `__code__` replaced (red team 11 swapped the code of a function the game hands its draws to).
 
     The hook is a closure that nothing else refers to: no Python code can reach it to switch it off,
     and hooks cannot be removed.
     """
     exact, prefixes, exit_now = _DENIED_EXACT, _DENIED_PREFIXES, os._exit
 
-    def hook(event: str, _args: tuple) -> None:
-        if event in exact or event.startswith(prefixes):
+    def hook(event: str, args: tuple) -> None:
+        if (
+            event in exact
+            or event.startswith(prefixes)
+            or (event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__")
+        ):
             page[EVENT : EVENT + EVENT_BYTES] = event.encode("utf-8", "replace")[:EVENT_BYTES].ljust(
                 EVENT_BYTES, b"\0"
             )

@@ -401,7 +401,7 @@ def sealed_play(game: GameBoard) -> Generator[tuple[list[list[int]], bool, str, 
     It yields `(board, changed, state, score, max_tile)` and receives the next key (anything: a key not in
     the key map fails the game, like `do_action`). On its first `next` it takes what it needs from `game`, drops
     `game`, and takes the functions it calls as locals; none of them is handed the random generator, which only
-    the C method taken at import draws from. So code that rebinds this module's names or `GameBoard`'s methods
+    the C method taken at import draws from, nor its draws (the tile is placed here, as `_place_tile` does). So code that rebinds this module's names or `GameBoard`'s methods
     after that (a strategy past the sandbox's Python walls) sees boards, never a tile to come, without a frame:
     the sandbox's job process plays through it (red teams 5-9 each reached the game's generator through a
     method or a name the game called).
@@ -410,18 +410,11 @@ def sealed_play(game: GameBoard) -> Generator[tuple[list[list[int]], bool, str, 
     keymap, layout, fours = dict(game.keymap), game._layout, game.probability_fours
     target, target_char = game.target, game._target_char
     del game
-    uniform, move, place, judge, decode, direction_of = (
-        _UNIFORM,
-        _move,
-        _place_tile,
-        _state_after,
-        _decode,
-        _direction,
-    )
-    value_of = dict(_VALUE_OF)
+    uniform, move, judge, decode, direction_of = _UNIFORM, _move, _state_after, _decode, _direction
+    value_of, to_int, length, largest = dict(_VALUE_OF), int, len, max
     changed = False
     while True:
-        key = yield decode(text), changed, state, score, value_of[max(text)]
+        key = yield decode(text), changed, state, score, value_of[largest(text)]
         changed = False
         if state != "ongoing":
             continue
@@ -434,9 +427,13 @@ def sealed_play(game: GameBoard) -> Generator[tuple[list[list[int]], bool, str, 
             continue
         score += gained
         empties = moved.count(".")
-        text = place(moved, empties, uniform(rng), uniform(rng), fours) if empties else moved
-        changed = True
-        state = judge(text, gained, max(empties - 1, 0), target, target_char, layout)
+        if empties:  # `_place_tile`, written here: the draws go to no function a strategy could change
+            after = moved.split(".", to_int(uniform(rng) * empties) + 1)[-1]
+            position = length(moved) - length(after) - 1
+            tile = "b" if uniform(rng) < fours else "a"
+            moved = moved[:position] + tile + moved[position + 1 :]
+        text, changed = moved, True
+        state = judge(text, gained, largest(empties - 1, 0), target, target_char, layout)
 
 
 def from_config(game_config: GameConfig, seed: int | None = None) -> GameBoard:

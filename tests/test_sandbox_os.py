@@ -124,6 +124,13 @@ def test_seccomp_wall_no_file_opened():
     )
 
 
+def test_seccomp_wall_no_signal_handler():
+    """A Python signal handler is handed the frame it interrupts with no audit event (red team 11 read the
+    game's generator from one): a job installs none, and a timer's signal only ends it."""
+    result = _raw("import signal\nsignal.signal(signal.SIGALRM, print)\n", _only("seccomp"))
+    assert (result.state, result.error) == ("error", "PermissionError: [Errno 13] Permission denied")
+
+
 def test_seccomp_wall_no_file_removed(tmp_path):
     target = tmp_path / "keep"
     target.write_text("x")

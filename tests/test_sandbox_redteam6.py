@@ -160,6 +160,30 @@ def test_honest_classes_and_frame_readers_still_work():
     assert "('Point(x=1, y=2)', 3, 5, 7, 8)" in said, said
 
 
+def test_replacing_a_functions_code_ends_a_job():
+    """Red team 11, past the Python walls: a function's `__code__` replaced (it swapped the code of a function
+    the game handed its draws to) is a denied operation (run in a process of its own: it arms the hook)."""
+    program = textwrap.dedent(
+        """
+        import mmap
+        from helpers import _sandbox_worker as worker
+        def f():
+            return 1
+        code = compile("def g():\\n    return 2\\n", "<g>", "exec").co_consts[0]  # no __code__ read
+        worker._arm_audit_hook(mmap.mmap(-1, 4096))
+        f.__defaults__ = ()
+        print('defaults set', flush=True)
+        f.__code__ = code
+        print('code swapped', f(), flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    from helpers.sandbox_rules import AUDIT_EXIT
+
+    assert done.stdout.split("\n")[0] == "defaults set" and "code swapped" not in done.stdout, done.stdout
+    assert done.returncode == AUDIT_EXIT, (done.returncode, done.stderr)
+
+
 def test_the_real_getframe_ends_a_job():
     """In a job `sys._getframe` answers without a frame, and the real one, reached around the walls, is a
     denied event (run in a process of its own: it changes `sys`)."""
