@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import textwrap
 
-from helpers.config import SandboxConfig
+from redteam import FAST, said
+
 from helpers.game import GameBoard
 from helpers.rewards import explain
 from helpers.sandbox import _play_unchecked, check_source, play_batch
-
-FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
-
-
-def _said(source: str) -> str:
-    """Play `source` once through the sandbox and return its error (where the strategies below report)."""
-    result = play_batch([source], seeds=[1], sandbox_config=FAST)[0][0]
-    return result.error or ""
 
 
 def test_get_origin_hands_out_no_metaclass_and_still_answers_honest_questions():
@@ -35,7 +28,7 @@ def test_get_origin_hands_out_no_metaclass_and_still_answers_honest_questions():
         "    raise ValueError(repr((typing.get_origin(typing.List[int]), typing.get_origin(int))))\n"
     )
     assert check_source(source).verdict == "ok"
-    assert "(<class 'list'>, None)" in _said(source)
+    assert "(<class 'list'>, None)" in said(source)
     # `typing.Type` is absent from the typing copy since red team 8; the substitute itself:
     import typing
 
@@ -58,8 +51,8 @@ def test_copy_rebuilds_no_bound_method_and_still_copies_boards():
         "        refused = str(exc)\n"
         "    raise ValueError(repr((other is not board, board[0] is not None)) + refused)\n"
     )
-    said = _said(source)
-    assert "(True, True)" in said and "copies plain data" in said, said
+    told = said(source)
+    assert "(True, True)" in told and "copies plain data" in told, told
 
 
 PREDICT = textwrap.dedent(

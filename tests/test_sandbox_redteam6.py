@@ -19,19 +19,10 @@ import sys
 import textwrap
 
 import pytest
+from redteam import FAST, said
 
-from helpers.config import SandboxConfig
 from helpers.rewards import explain
 from helpers.sandbox import check_source, play_batch
-
-FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
-
-
-def _said(source: str) -> str:
-    """Play `source` once through the sandbox and return its error (where the strategies below report)."""
-    result = play_batch([source], seeds=[1], sandbox_config=FAST)[0][0]
-    return result.error or ""
-
 
 PREDICT = textwrap.dedent(
     """
@@ -102,9 +93,9 @@ def test_copies_are_of_plain_data_and_still_copy_boards():
             raise ValueError(repr(checks) + ' | ' + refused)
         """
     )
-    said = _said(source)
-    assert "(True, True, True, True, True, True, True, True)" in said, said
-    assert "copies plain data" in said and "not Mine" in said, said
+    told = said(source)
+    assert "(True, True, True, True, True, True, True, True)" in told, told
+    assert "copies plain data" in told and "not Mine" in told, told
 
 
 def test_copy_takes_no_memo_from_the_strategy():
@@ -113,14 +104,14 @@ def test_copy_takes_no_memo_from_the_strategy():
         "    got = copy.deepcopy(str.join, {id(str): typing.get_origin, id('join'): 'x'})\n"
         "    raise ValueError(repr(got))\n"
     )
-    assert "not method_descriptor" in _said(source)
+    assert "not method_descriptor" in said(source)
 
 
 def test_a_class_statement_makes_no_metaclass():
     keyword = (
         "def strategy(board):\n    class C(metaclass=print):\n        pass\n    raise ValueError(repr(C))\n"
     )
-    assert "takes no metaclass" in _said(keyword)
+    assert "takes no metaclass" in said(keyword)
     # `typing.Type`, the round's base, is absent from the typing copy since red team 8: the class statement's
     # own check, behind it, is tried here on a base whose `__mro_entries__` gives `type`
     from helpers import _sandbox_worker as worker
@@ -156,8 +147,8 @@ def test_honest_classes_and_frame_readers_still_work():
         """
     )
     assert check_source(source).verdict == "ok"
-    said = _said(source)
-    assert "('Point(x=1, y=2)', 3, 5, 7, 8)" in said, said
+    told = said(source)
+    assert "('Point(x=1, y=2)', 3, 5, 7, 8)" in told, told
 
 
 def test_replacing_a_functions_code_ends_a_job():

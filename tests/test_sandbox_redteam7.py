@@ -17,17 +17,9 @@ from __future__ import annotations
 
 import textwrap
 
-from helpers.config import SandboxConfig
-from helpers.sandbox import check_source, play_batch
+from redteam import said
 
-FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
-
-
-def _said(source: str, seed: int = 1) -> str:
-    """Play `source` once through the sandbox and return its error (where the strategies below report)."""
-    result = play_batch([source], seeds=[seed], sandbox_config=FAST)[0][0]
-    return result.error or ""
-
+from helpers.sandbox import check_source
 
 SPY = textwrap.dedent(
     """
@@ -57,8 +49,8 @@ def test_a_rebound_random_method_never_sees_the_games_generator():
     """The round's attack, reduced to its core: the spy counts the generators it is handed that are not its
     own. The game's spawns after each move would be 11 or more; now it sees none."""
     assert check_source(SPY).verdict == "ok"
-    said = _said(SPY)
-    assert "foreign generators seen: 0" in said, said
+    told = said(SPY)
+    assert "foreign generators seen: 0" in told, told
 
 
 def test_cached_property_is_refused_and_absent():
@@ -73,8 +65,8 @@ def test_cached_property_is_refused_and_absent():
         "    raise ValueError(repr((hasattr(functools, 'cached' + '_property'), hasattr(typing, 'CT_co'),"
         " hasattr(typing, 'T'))))\n"
     )
-    said = _said(probe)
-    assert "(False, False, True)" in said, said
+    told = said(probe)
+    assert "(False, False, True)" in told, told
 
 
 def test_userdict_copy_reaches_no_real_copy():
@@ -92,5 +84,5 @@ def test_userdict_copy_reaches_no_real_copy():
             raise ValueError('copied through the real copy.copy')
         """
     )
-    said = _said(source)
-    assert "{'a': 1} copy in the sandbox copies plain data" in said, said
+    told = said(source)
+    assert "{'a': 1} copy in the sandbox copies plain data" in told, told

@@ -16,16 +16,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from redteam import FAST, said
 
-from helpers.config import SandboxConfig
 from helpers.sandbox import check_source, play_batch
-
-FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
-
-
-def _said(source: str) -> str:
-    result = play_batch([source], seeds=[1], sandbox_config=FAST)[0][0]
-    return result.error or ""
 
 
 @pytest.mark.parametrize(
@@ -46,8 +39,8 @@ def test_the_typing_copy_holds_no_alias_of_a_metaclass():
         "import typing\ndef strategy(board):\n"
         "    raise ValueError(repr((hasattr(typing, 'Type'), hasattr(typing, 'List'), hasattr(typing, 'Callable'))))\n"
     )
-    said = _said(source)
-    assert "(False, True, True)" in said, said
+    told = said(source)
+    assert "(False, True, True)" in told, told
 
 
 REBINDINGS = {

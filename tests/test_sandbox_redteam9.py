@@ -18,16 +18,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from redteam import said
 
-from helpers.config import SandboxConfig
-from helpers.sandbox import check_source, play_batch
-
-FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
-
-
-def _said(source: str) -> str:
-    result = play_batch([source], seeds=[1], sandbox_config=FAST)[0][0]
-    return result.error or ""
+from helpers.sandbox import check_source
 
 
 @pytest.mark.parametrize(
@@ -50,8 +43,8 @@ def test_a_method_called_through_its_class_refuses_a_foreign_self(call):
         """
     )
     assert check_source(source).verdict == "ok"
-    said = _said(source)
-    assert "called on" in said and "made" not in said, said
+    told = said(source)
+    assert "called on" in told and "made" not in told, told
 
 
 def test_the_guarded_classes_still_work_for_honest_code():
@@ -71,8 +64,8 @@ def test_the_guarded_classes_still_work_for_honest_code():
         """
     )
     assert check_source(source).verdict == "ok"
-    said = _said(source)
-    assert "(True, 0, {'a': 1}, [1, 2], 2, 1, 2)" in said, said
+    told = said(source)
+    assert "(True, 0, {'a': 1}, [1, 2], 2, 1, 2)" in told, told
 
 
 def test_a_positional_class_pattern_in_a_class_body_is_refused():
@@ -91,7 +84,7 @@ def test_a_positional_class_pattern_in_a_class_body_is_refused():
 
 def test_a_class_statement_refuses_an_instance_as_its_base():
     source = "def strategy(board):\n    class X(print):\n        pass\n    return 'a'\n"
-    assert "derives from classes only" in _said(source)
+    assert "derives from classes only" in said(source)
 
 
 def test_a_metaclass_that_prepares_the_body_is_refused_before_the_body_runs():
