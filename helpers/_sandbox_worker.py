@@ -223,20 +223,19 @@ def _guarded(function: types.FunctionType, owner: type) -> types.FunctionType:
     return guarded
 
 
-def _guard_unbound_methods(modules: list[types.ModuleType]) -> int:
+def _guard_unbound_methods(modules: list[types.ModuleType]) -> None:
     """In the template, before any job: the public methods (and properties) written in Python of the classes
     the allowed modules hold refuse a `self` that is not an instance of their class.
 
     Called through the class, such a method takes any `self`: `collections.Counter.copy(int)` is
     `int.__class__(int)`, the builtin `type` (red team 9), and `ChainMap.new_child` calls the metaclass with
-    arguments of the strategy's choosing. Called on an instance, nothing changes. Returns how many were guarded.
+    arguments of the strategy's choosing. Called on an instance, nothing changes.
     """
     classes: set[type] = set()
     for module in modules:
         for key, value in list(vars(module).items()):
             if not key.startswith("_") and isinstance(value, type) and not _is_metaclass(value):
                 classes.update(klass for klass in value.__mro__ if klass is not object)
-    guarded = 0
     for owner in classes:
         for key, value in list(vars(owner).items()):
             if key.startswith("_"):
@@ -253,12 +252,10 @@ def _guard_unbound_methods(modules: list[types.ModuleType]) -> int:
                 replacement = property(*parts, value.__doc__)
             else:
                 continue
-            try:
+            with contextlib.suppress(
+                TypeError, AttributeError
+            ):  # an immutable (C) class checks `self` itself
                 setattr(owner, key, replacement)
-            except (TypeError, AttributeError):  # an immutable (C) class: its methods check `self` themselves
-                continue
-            guarded += 1
-    return guarded
 
 
 class _NoFrame:
@@ -275,9 +272,9 @@ def _seal_job() -> None:
     - `sys._getframe` (and Python 3.12's `sys._getframemodulename`) answer without a frame; the real
       `sys._getframe` is also a denied audit event, so a reference to it held elsewhere ends the job. Every
       escape of red teams 5 and 6 went from a frame to the live game.
-    - The real `copy.copy`, `copy.deepcopy` and `typing.get_origin` become their `SUBSTITUTES`: code of the
-      allowed modules imports them itself (`collections.UserDict.copy` runs `import copy` and calls the real
-      `copy.copy`, red team 7), out of reach of the module copies.
+    - The real modules' members of `SUBSTITUTES` become the substitutes: code of the allowed modules imports
+      them itself (`collections.UserDict.copy` runs `import copy` and calls the real `copy.copy`, red team 7),
+      out of reach of the module copies.
     """
     sys._getframe = lambda depth=0: _NoFrame()  # type: ignore[assignment]
     if hasattr(sys, "_getframemodulename"):
@@ -305,7 +302,7 @@ SUBSTITUTES = {
     ("functools", "lru_cache"): _lru_cache,
 }
 """Members of allowed modules that the copies replace: the original trips a wall on honest use, or
-hands a strategy what the walls keep from it (red teams 5 and 6: tests/test_sandbox_redteam5.py, 6)."""
+hands a strategy what the walls keep from it (red teams 5, 6, 7 and 10: tests/test_sandbox_redteam*.py)."""
 
 
 class _Imports:
@@ -326,7 +323,7 @@ class _Imports:
         (`typing.CT_co`), aliases of a metaclass (`typing.Type`), and metaclasses (`typing.ABCMeta`:
         called with a dict, it makes a class whose dunders come from strings, such as a `__subclasshook__`
         and `__match_args__` that let a `match` class pattern read any attribute by name). Replaced: the
-        members of `SUBSTITUTES` (`typing.overload`, `typing.get_origin`, `copy.copy`, `copy.deepcopy`).
+        members of `SUBSTITUTES`.
         """
         name = module.__name__
         if name in self.copies:
@@ -336,7 +333,7 @@ class _Imports:
         for key, value in list(vars(module).items()):
             if key.startswith("_") or key in STRING_DRIVEN_MEMBERS:
                 continue
-            if isinstance(value, type) and issubclass(value, type):
+            if _is_metaclass(value):
                 continue
             if isinstance(value, typing.TypeVar) and _is_metaclass(value.__bound__):
                 continue  # typing.CT_co: its bound is `type` (red team 7)

@@ -401,8 +401,9 @@ def sealed_play(game: GameBoard) -> Generator[tuple[list[list[int]], bool, str, 
     It yields `(board, changed, state, score, max_tile)` and receives the next key (anything: a key not in
     the key map fails the game, like `do_action`). On its first `next` it takes what it needs from `game`, drops
     `game`, and takes the functions it calls as locals; none of them is handed the random generator, which only
-    the C method taken at import draws from, nor its draws (the tile is placed here, as `_place_tile` does). So code that rebinds this module's names or `GameBoard`'s methods
-    after that (a strategy past the sandbox's Python walls) sees boards, never a tile to come, without a frame:
+    the C method taken at import draws from, nor its draws (the tile is placed here, as `_place_tile` does).
+    So code that rebinds this module's names or `GameBoard`'s methods after that (a strategy past the
+    sandbox's Python walls) sees boards, never a tile to come, without a frame:
     the sandbox's job process plays through it (red teams 5-9 each reached the game's generator through a
     method or a name the game called).
     """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from helpers.config import SandboxConfig
-from helpers.sandbox import play_batch
+from helpers.rewards import explain
+from helpers.sandbox import GameResult, check_source, play_batch
 
 FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
 """Short limits: the strategies of these tests report at once (most raise what they found)."""
@@ -13,3 +14,32 @@ def said(source: str, seed: int = 1) -> str:
     """Play `source` once through the sandbox and return its error (where the strategies report)."""
     result = play_batch([source], seeds=[seed], sandbox_config=FAST)[0][0]
     return result.error or ""
+
+
+PREDICT_TAIL = """\
+    if 'next' in store:
+        store['hit' if store['next'] == board else 'miss'] += 1
+    game = store['game']
+    for key in game.keymap:
+        future = game.copy()
+        if future.do_action(key):
+            store['next'] = future.board()
+            if future.state() != 'ongoing':
+                print('predicted', store['hit'], 'boards exactly,', store['miss'], 'wrong')
+            return key
+    return 'a'
+"""
+"""The end of a strategy that holds the live game in `store['game']`: it plays the first move that changes
+the board and counts the boards it foresaw exactly (what red teams 5 and 6 did once they had the game)."""
+
+
+def gets_no_game_and_no_reward(source: str) -> GameResult:
+    """Assert that `source` passes the static checks (the mend is in the sandbox), yet earns no win through
+    the rewards training computes and foresees no board; returns its game's result for further checks."""
+    assert check_source(source).verdict == "ok"
+    row = explain([f"```python\n{source}```"], None, [3407])[0]
+    assert row["outcome"] == "error", row
+    assert row["strategy_succeeds"] <= 0
+    result = play_batch([source], seeds=[3407], sandbox_config=FAST)[0][0]
+    assert "predicted" not in result.output
+    return result
