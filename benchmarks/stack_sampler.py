@@ -2,6 +2,7 @@
 
     python benchmarks/stack_sampler.py --samples S.jsonl -- -m helpers train ARGS   # record
     python benchmarks/stack_sampler.py --summarise S.jsonl --from T0 --to T1         # read back
+    accelerate launch ... benchmarks/stack_sampler.py --samples S-{rank}.jsonl -- -m helpers train ARGS
 
 Recording runs the module in this process (as `python -m` would) with a thread beside it that, every
 `--interval` seconds, writes one line to S.jsonl: the wall-clock time and the main thread's stack, outermost
@@ -44,6 +45,7 @@ compiled code runs: a call into compiled code passes through `torch/_dynamo/eval
 
 PHASES = [
     ("imports", ("<frozen importlib",)),
+    ("waiting for the other processes", ("torch/distributed/",)),
     ("rewards", ("helpers/rewards", "helpers/sandbox")),
     ("scoring: log-probabilities", ("get_per_token_logps", "compute_logps")),
     ("generation", (":generate", "generation/utils", "fast_generate")),
@@ -100,9 +102,12 @@ def _sample(path: Path, interval: float, main_ident: int, done: threading.Event)
 
 
 def record(samples: Path, interval: float, argv: list[str]) -> None:
-    """Run `python -m MODULE ARGS` (argv = ["-m", MODULE, *ARGS]) here, sampling its main thread."""
+    """Run `python -m MODULE ARGS` (argv = ["-m", MODULE, *ARGS]) here, sampling its main thread.
+
+    Under `accelerate launch` each process records its own file: `{rank}` in the path becomes its RANK."""
     if len(argv) < 2 or argv[0] != "-m":
         raise SystemExit("give the command as: -- -m MODULE ARGS")
+    samples = Path(str(samples).replace("{rank}", os.environ.get("RANK", "0")))
     done = threading.Event()
     sampler = threading.Thread(
         target=_sample, args=(samples, interval, threading.get_ident(), done), daemon=True

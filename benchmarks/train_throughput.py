@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from helpers.metrics import metrics_path, read_metrics  # noqa: E402  (after the path above)
+from helpers.cli import launch_command  # noqa: E402  (after the path above)
+from helpers.metrics import metrics_path, read_metrics  # noqa: E402
 from helpers.runs import saved_config  # noqa: E402
 
 
@@ -112,31 +114,41 @@ def run(
 ) -> dict[str, Any]:
     """Run one training command in a fresh run folder and summarise it (never raises on a failed run)."""
     run_dir = out / "runs" / label
-    stacks = out / f"{label}-stacks.jsonl"
-    python = [sys.executable, "-m"]
+    processes = processes_of(args)
+    stacks = out / (f"{label}-stacks.jsonl" if processes == 1 else f"{label}-stacks-{{rank}}.jsonl")
+    command = [sys.executable, "-m", "helpers", "train", *args, "--output-dir", str(run_dir), "--no-progress"]
     if sample_stacks:
-        python = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "stack_sampler.py"),
-            "--samples",
-            str(stacks),
-            "--",
-            "-m",
-        ]
-    command = [*python, "helpers", "train", *args, "--output-dir", str(run_dir), "--no-progress"]
+        if processes > 1:  # the launcher's own processes run the sampler, each into its rank's file
+            command = launch_command(command[3:], processes)
+        sampler = [str(ROOT / "benchmarks" / "stack_sampler.py"), "--samples", str(stacks), "--"]
+        at = command.index("helpers") - 1  # the "-m" before helpers
+        command[at:at] = sampler
     print(f"[{label}] {shlex.join(command)}", flush=True)
     started = time.time()
     begin = time.monotonic()
     with (out / f"{label}.log").open("w") as log:
+        # A session of its own, so that a timeout stops accelerate's processes too, not the launcher alone.
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            rc = subprocess.run(
-                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
-            ).returncode
+            rc = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             rc = 124
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     summary = summarise(label, args, run_dir, time.monotonic() - begin, started, rc)
-    if sample_stacks:
+    if sample_stacks and processes == 1:
         summary |= phases(stacks, run_dir, started)
+    elif sample_stacks:
+        summary["phases_by_rank"] = [
+            phases(Path(str(stacks).replace("{rank}", str(rank))), run_dir, started).get("phases")
+            for rank in range(processes)
+        ]
     print(f"[{label}] {json.dumps(summary)}", flush=True)
     return summary
 

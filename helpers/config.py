@@ -178,15 +178,16 @@ class TrainingConfig:
     logprob_recompute: bool = False
     """Unsloth's recomputing log-probability path (`UNSLOTH_GRPO_LOGPROB_RECOMPUTE=1`): two small compiled
     functions instead of one graph unrolled over every chunk of the logits, whose compilation is most of a
-    fresh machine's first step. On an H200 the `h100` profile's first step then took 109 s on a fresh machine
-    (against 6-8 minutes or more) and 56 s with a filled cache (against 70 s); its later steps took 43-44 s,
-    against 32 s measured on other H200s (benchmarks/RESULTS.md, "Where the first step goes"). For short runs
-    on a fresh machine; off by default."""
+    fresh machine's first step. On an H200 the `h100` profile's first step then took 74-109 s on a fresh
+    machine (against 6-8 minutes or more) and 56 s with a filled cache; side by side on one host its later
+    steps took 35.6 s against 34.6 s with `logit_chunk_multiplier=1` (benchmarks/RESULTS.md, "Three ways to
+    the log-probabilities"). The `h100` profile turns it on; off elsewhere, where micro-batches are small."""
     logit_chunk_multiplier: int = 0
     """Chunks of the logits per row in Unsloth's log-probabilities (`unsloth_logit_chunk_multiplier`); 0 leaves
     Unsloth's choice (4 below 4,096 tokens: 64 chunks at micro-batch 16). Fewer chunks make the graph that a
-    fresh machine's first step compiles smaller; not yet measured (benchmarks/RESULTS.md, "Where the first step
-    goes"). Read by Unsloth only."""
+    fresh machine's first step compiles smaller: with 1 (16 chunks) the `h100` profile's first step took 133 s
+    on a fresh H200 instead of 6-8 minutes, its later steps 34.6 s (benchmarks/RESULTS.md, "Three ways to the
+    log-probabilities"). Read by Unsloth only; with `logprob_recompute` it sets the chunks of that loop."""
     reasoning_effort: str = "low"
     """gpt-oss reasoning effort passed to the chat template."""
     dataset_size: int = 1000
@@ -257,11 +258,14 @@ def h100() -> TrainingConfig:
     """Large-memory GPUs (H100/H200): 16-bit weights, 256 completions generated at once per step.
 
     A decoding step costs nearly the same whatever the batch, so one step generates 256 completions
-    together (four groups of 64) and trains on them in micro-batches of 16: 8.04-8.08 completions/s on
-    an H200 against 6.27-7.48 in micro-batches of 8 and 2.1-2.5 at 64 a step. Micro-batches of 16
-    compile for about 8 minutes on a fresh machine (8: 4-5), once: the cache makes a later run's first
-    step 70 s. 250 steps see the 64,000 completions that 1000 steps of 64 did. The measurements:
-    benchmarks/RESULTS.md, "Throughput on H200s" and "Micro-batch 16 with a warm cache".
+    together (four groups of 64) and trains on them in micro-batches of 16: 7.1-8.1 completions/s on an
+    H200 against 6.27-7.48 in micro-batches of 8 and 2.1-2.5 at 64 a step. The loss's log-probabilities
+    are computed chunk by chunk (`logprob_recompute`): Unsloth's single graph over 64 chunks compiled for
+    6-8 minutes or more on a fresh machine, this path for 1.5-2 minutes (about a minute with the cache),
+    and the steps after it took 35.6 s against 34.6 s for a smaller graph side by side on one host.
+    250 steps see the 64,000 completions that 1000 steps of 64 did. The measurements:
+    benchmarks/RESULTS.md, "Throughput on H200s", "Micro-batch 16 with a warm cache" and "Three ways
+    to the log-probabilities".
     """
     return TrainingConfig(
         profile="h100",
@@ -272,6 +276,7 @@ def h100() -> TrainingConfig:
         num_generations=64,
         max_steps=250,
         save_steps=25,
+        logprob_recompute=True,
     )
 
 

@@ -144,9 +144,10 @@ def use_compile_cache(folder: str) -> dict[str, str]:
 def first_step_note(config: Config | TrainingConfig) -> str | None:
     """What the first step of a run on the Unsloth path will cost in compilation, or None off that path.
 
-    The compilers' caches (`use_compile_cache`) decide it: an empty one means minutes of compiling
-    (7 or more for the `h100` profile on a fresh H200), one filled by an earlier run with the same settings
-    about a minute (benchmarks/RESULTS.md, "Micro-batch 16 with a warm cache").
+    The compilers' caches (`use_compile_cache`) decide it: an empty one means minutes of compiling (about 2
+    for the `h100` profile on a fresh H200 with `logprob_recompute`, 6-8 or more without it), one filled by an
+    earlier run with the same settings about a minute (benchmarks/RESULTS.md, "Three ways to the
+    log-probabilities").
     """
     if not uses_unsloth(config):
         return None
@@ -164,7 +165,7 @@ def first_step_note(config: Config | TrainingConfig) -> str | None:
     if size == 0:
         return (
             f"the first step compiles GPU kernels into {folder} (empty now): expect several minutes "
-            "before its line (--set logprob_recompute=true cuts it to about 2 at some cost per step; see "
+            "before its line (--set logprob_recompute=true, the h100 profile's choice, cuts it to about 2; see "
             "README); later runs with the same settings reuse them"
         )
     return (

@@ -189,11 +189,12 @@ def test_logprob_recompute_reaches_unsloth_through_its_variable(tmp_path, monkey
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     monkeypatch.setattr(model_module, "cuda_available", lambda: True)
     cache = str(tmp_path / "cache")
-    assert model_module.import_unsloth_if_used(make_config("h100", compile_cache=cache))
+    off = make_config("h100", compile_cache=cache, logprob_recompute=False)
+    assert model_module.import_unsloth_if_used(off)
     assert "UNSLOTH_GRPO_LOGPROB_RECOMPUTE" not in os.environ  # off: nothing set
-    assert model_module.import_unsloth_if_used(
-        make_config("h100", compile_cache=cache, logprob_recompute=True)
-    )
+    assert make_config("h100").training.logprob_recompute  # the profile's choice (RESULTS.md)
+    assert not make_config("dgx-spark").training.logprob_recompute
+    assert model_module.import_unsloth_if_used(make_config("h100", compile_cache=cache))
     assert os.environ["UNSLOTH_GRPO_LOGPROB_RECOMPUTE"] == "1"
 
 
@@ -206,7 +207,7 @@ def test_an_empty_compile_cache_leaves_the_libraries_defaults(monkeypatch):
 
 def test_the_first_step_note_says_whether_the_compile_cache_is_filled(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    config = make_config("h100", compile_cache=str(cache))
+    config = make_config("h100", compile_cache=str(cache), logprob_recompute=False)
     monkeypatch.setattr(model_module, "cuda_available", lambda: False)
     assert model_module.first_step_note(config) is None  # no GPU: no Unsloth, nothing compiles
     monkeypatch.setattr(model_module, "cuda_available", lambda: True)
@@ -219,9 +220,7 @@ def test_the_first_step_note_says_whether_the_compile_cache_is_filled(tmp_path, 
     assert "default caches" in (model_module.first_step_note(make_config("h100", compile_cache="")) or "")
     assert "--set logprob_recompute=true" in empty
     cache_two = tmp_path / "second"
-    quick = model_module.first_step_note(
-        make_config("h100", compile_cache=str(cache_two), logprob_recompute=True)
-    )
+    quick = model_module.first_step_note(make_config("h100", compile_cache=str(cache_two)))
     assert quick is not None and "about 2 minutes" in quick
 
 
