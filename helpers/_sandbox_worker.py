@@ -26,6 +26,7 @@ import importlib
 import json
 import math
 import mmap
+import numbers
 import os
 import pickle
 import random
@@ -33,6 +34,7 @@ import resource
 import select
 import signal
 import socket
+import statistics
 import struct
 import sys
 import time
@@ -294,15 +296,30 @@ def _lru_cache(maxsize: object = 128, typed: object = False) -> object:
     return _REAL_LRU_CACHE(maxsize)
 
 
+_REAL_STATISTICS_CONVERT = statistics._convert  # type: ignore[attr-defined]
+
+
+def _statistics_convert(value: object, T: object) -> object:  # noqa: N803  (statistics' own name)
+    """`statistics._convert` to number types only. `mean`, `variance` and the like convert their result to the
+    type of the data's items, so a list of classes made it `type(Fraction(...))`: the class of a module
+    outside the allow-list (red team 12)."""
+    if not (isinstance(T, type) and issubclass(T, numbers.Number)):
+        raise TypeError("statistics in the sandbox works on numbers only")
+    return _REAL_STATISTICS_CONVERT(value, T)
+
+
 SUBSTITUTES = {
     ("typing", "overload"): _overload,
     ("typing", "get_origin"): _get_origin,
     ("copy", "copy"): _copy,
     ("copy", "deepcopy"): _deepcopy,
     ("functools", "lru_cache"): _lru_cache,
+    ("statistics", "_convert"): _statistics_convert,
 }
 """Members of allowed modules that the copies replace: the original trips a wall on honest use, or
-hands a strategy what the walls keep from it (red teams 5, 6, 7 and 10: tests/test_sandbox_redteam*.py)."""
+hands a strategy what the walls keep from it (red teams 5, 6, 7, 10 and 12: tests/test_sandbox_redteam*.py).
+A private member (`statistics._convert`) is not in the copies; `_seal_job` replaces it in the real module,
+whose public functions call it."""
 
 
 class _Imports:

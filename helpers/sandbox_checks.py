@@ -25,6 +25,11 @@ from helpers.sandbox_rules import FORBIDDEN_ATTRIBUTES, FORBIDDEN_BUILTINS, prin
 
 MAX_SOURCE_CHARS = 100_000
 """Longer sources are `malformed` without being parsed."""
+MAX_COMPILED_NODES = 250_000
+"""Sources whose compiled form would hold more syntax nodes than this (`compiled_size`) are `syntax_error`
+without being compiled. A flat program of `MAX_SOURCE_CHARS` characters holds at most about 100,000, which
+CPython compiles in 0.1 s and 100 MB; red team 12's 2.3 KB of nested try/finally held 14 million and took
+15 s and 3.5 GB to compile, one level deeper all the trainer's memory."""
 CHECK_CACHE_SIZE = 4096
 """Verdicts remembered, keyed by a digest of the source (the rewards and the pool check each source)."""
 
@@ -375,12 +380,52 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
     return check
 
 
+_SHARED_NODES = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
+"""Node classes `ast.parse` hands out as one shared instance each: not counted by `compiled_size`."""
+_EXITS = (ast.Return, ast.Break, ast.Continue)
+
+
+def compiled_size(tree: ast.AST) -> int:
+    """How many syntax nodes CPython compiles for `tree`, counting a `finally` body once for each way out of its
+    `try`: falling through, an exception, and every `return`, `break` or `continue` inside (3.11 writes the body
+    out for each), so try/finally nested in `finally` bodies multiplies (red team 12). Exits inside nested
+    functions are counted too, which only overestimates. Iterative: an `elif` chain nests as deep as it is long.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _SHARED_NODES)]
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+            continue
+        of_child = {id(child): sizes.pop(id(child)) for child in children}
+        size = 1 + sum(of_child.values())
+        if isinstance(node, ast.Try | ast.TryStar) and node.finalbody:
+            once = sum(of_child[id(child)] for child in node.finalbody)  # already counted once in `size`
+            exits = sum(
+                isinstance(inner, _EXITS)
+                for part in (*node.body, *node.handlers, *node.orelse)
+                for inner in ast.walk(part)
+            )
+            size += once * (exits + 1)
+        sizes[id(node)] = size
+    return sizes[id(tree)]
+
+
 def _check_text(source: str, allowed: tuple[str, ...]) -> StaticCheck:
     """`check_source` for a non-empty string of at most MAX_SOURCE_CHARS characters."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tree = ast.parse(source)
+            if compiled_size(tree) > MAX_COMPILED_NODES:  # compiling it would stall or exhaust the trainer
+                return StaticCheck(
+                    "syntax_error",
+                    "the code would compile to too much: try/finally blocks nested in finally blocks",
+                    False,
+                )
             compile(tree, "<strategy>", "exec", dont_inherit=True)
             table = symtable.symtable(source, "<strategy>", "exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
