@@ -6,19 +6,32 @@ interpreter's internals (dunder and private attributes, frames, code objects), n
 member that turns a string into attribute access or code (`getattr`, `operator.attrgetter`,
 `functools.update_wrapper`, ...), and `str.format` only with a literal template whose fields name no
 attribute or item. The lists live in `helpers.sandbox_rules`, shared with the worker's run-time walls.
+The checks run in a checker process of their own (`_Checker`) under CPU and memory limits: a hostile
+source of a few KB can make the compiler's work grow far faster than its length (red teams 12 and 13).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import hashlib
+import json
+import os
+import resource
+import select
+import signal
 import string
+import subprocess
 import symtable
+import sys
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from helpers.config import SandboxConfig
 from helpers.sandbox_rules import FORBIDDEN_ATTRIBUTES, FORBIDDEN_BUILTINS, printable
@@ -30,6 +43,13 @@ MAX_COMPILED_NODES = 250_000
 without being compiled. A flat program of `MAX_SOURCE_CHARS` characters holds at most about 100,000, which
 CPython compiles in 0.1 s and 100 MB; red team 12's 2.3 KB of nested try/finally held 14 million and took
 15 s and 3.5 GB to compile, one level deeper all the trainer's memory."""
+CHECK_CPU_SECONDS = 2.0
+"""CPU seconds one check may take in the checker process (`_Checker`). Honest code takes milliseconds, a flat
+program at the length limit up to 0.9 s (50,000 one-name statements)."""
+CHECK_MEMORY_BYTES = 1 << 30
+"""The checker process's address space (1 GiB): a check that needs more is a `MemoryError`."""
+CHECK_WALL_SECONDS = 30.0
+"""A check not answered within this is given up (the checker is stopped and the next check starts a fresh one)."""
 CHECK_CACHE_SIZE = 4096
 """Verdicts remembered, keyed by a digest of the source (the rewards and the pool check each source)."""
 
@@ -372,7 +392,7 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
         if check is not None:
             _checked.move_to_end(key)
             return check
-    check = _check_text(source, allowed)
+    check = _CHECKER.check(source, allowed)
     with _checked_lock:
         _checked[key] = check
         while len(_checked) > CHECK_CACHE_SIZE:
@@ -380,18 +400,151 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
     return check
 
 
+class _Checker:
+    """The process where the checks run, under limits of their own (`CHECK_CPU_SECONDS`, `CHECK_MEMORY_BYTES`).
+
+    Parsing, compiling and walking a source cost time and memory that a hostile one of a few KB makes grow
+    faster than its length: red team 12's nested `finally` bodies took 15 s and 3.5 GB, red team 13's nested
+    lambdas 11 s, its patterns gigabytes. `compiled_size` turns away the kinds known; this process bounds
+    the rest, out of the trainer: a check that outruns its limits ends the process and is a `syntax_error`,
+    and the next check starts a fresh one. One request at a time (a lock); started on first use with the
+    interpreter that runs the trainer, `python -c`, in a session of its own; it ends when its input closes.
+    Where it cannot be started, the checks run here, with a warning.
+    """
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._unavailable = False
+
+    def check(self, source: str, allowed: tuple[str, ...]) -> StaticCheck:
+        request = (json.dumps({"source": source, "allowed": list(allowed)}) + "\n").encode()
+        with self._lock:
+            for _attempt in range(2):  # a checker that had died beforehand is replaced once
+                process = self._started()
+                if process is None:
+                    return _check_text(source, allowed)
+                try:
+                    assert process.stdin is not None
+                    process.stdin.write(request)
+                    process.stdin.flush()
+                except OSError:
+                    self.stop()
+                    continue
+                reply = self._reply(process)
+                if reply is None:  # it died on this source, or outran the wall clock
+                    self.stop()
+                    return StaticCheck("syntax_error", "checking it took too much time or memory", False)
+                return StaticCheck(**json.loads(reply))
+        return _check_text(source, allowed)
+
+    def _started(self) -> subprocess.Popen[bytes] | None:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        if self._unavailable:
+            return None
+        root = str(Path(__file__).resolve().parent.parent)
+        code = f"import sys; sys.path.insert(0, {root!r}); from helpers.sandbox_checks import serve; serve()"
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C meant for the trainer does not end it mid-check
+            )
+        except OSError as exc:
+            self._unavailable = True
+            warnings.warn(f"the static checks run in the trainer: no checker process ({exc})", stacklevel=3)
+            return None
+        return self._process
+
+    @staticmethod
+    def _reply(process: subprocess.Popen[bytes]) -> bytes | None:
+        """One line from the checker, or None when it ends first or is not done by `CHECK_WALL_SECONDS`."""
+        assert process.stdout is not None
+        fd, line = process.stdout.fileno(), b""
+        deadline = time.monotonic() + CHECK_WALL_SECONDS
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            line += chunk
+        return line
+
+    def stop(self) -> None:
+        """End the checker process (the next check starts another)."""
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
+            process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+    def forget(self) -> None:
+        """In a forked child: the parent's checker and lock are the parent's; this process starts its own."""
+        self._process = None
+        self._lock = threading.Lock()
+
+
+_CHECKER = _Checker()
+os.register_at_fork(after_in_child=_CHECKER.forget)
+
+
+def serve() -> None:
+    """The checker process: one request (JSON: source, allowed imports) a line on its input, one `StaticCheck`
+    a line on its output; it ends when its input closes. Each check may use `CHECK_CPU_SECONDS` of CPU (a
+    profiling timer, whose signal ends the process even inside the compiler) in `CHECK_MEMORY_BYTES` of
+    address space."""
+    with contextlib.suppress(ValueError, OSError):  # not every system limits these (macOS: address space)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY_BYTES, CHECK_MEMORY_BYTES))
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the default action ends the process
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        signal.setitimer(signal.ITIMER_PROF, CHECK_CPU_SECONDS)
+        check = _check_text(request["source"], tuple(request["allowed"]))
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        sys.stdout.write(json.dumps(dataclasses.asdict(check)) + "\n")
+        sys.stdout.flush()
+
+
 _SHARED_NODES = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
 """Node classes `ast.parse` hands out as one shared instance each: not counted by `compiled_size`."""
 _EXITS = (ast.Return, ast.Break, ast.Continue)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_CAPTURES = (ast.MatchAs, ast.MatchStar, ast.MatchMapping)
+
+
+def _captures(pattern: ast.pattern) -> int:
+    """The names a `match` pattern binds."""
+    return sum(
+        isinstance(node, _CAPTURES) and bool(getattr(node, "name", None) or getattr(node, "rest", None))
+        for node in ast.walk(pattern)
+    )
 
 
 def compiled_size(tree: ast.AST) -> int:
-    """How many syntax nodes CPython compiles for `tree`, counting a `finally` body once for each way out of its
-    `try`: falling through, an exception, and every `return`, `break` or `continue` inside (3.11 writes the body
-    out for each), so try/finally nested in `finally` bodies multiplies (red team 12). Exits inside nested
-    functions are counted too, which only overestimates. Iterative: an `elif` chain nests as deep as it is long.
+    """Roughly how many syntax nodes CPython 3.11 writes out when it compiles `tree`.
+
+    Counted beyond the nodes themselves:
+    - A `finally` body is written once for each way out of its `try`: falling through, an exception, and every
+      `return`, `break` or `continue` compiled inside, so try/finally nested in `finally` bodies multiplies
+      (red team 12), and so does a return inside a `finally` body, compiled once per copy of that body around
+      a `finally` further out (red team 13). Exits of nested loops are counted too, which only overestimates.
+    - A `match` pattern moves each name it binds past the values bound before it: captures squared; an
+      or-pattern reorders every alternative's captures to the first one's: alternatives x the first one's
+      captures cubed (red team 13: two alternatives of 500 names took 4 s and 2.6 GB; a board's 36 names in
+      two alternatives count about 100,000).
+    Iterative: an `elif` chain nests as deep as it is long.
     """
-    sizes: dict[int, int] = {}
+    found: dict[int, tuple[int, int]] = {}  # id(node) -> (size, exits compiled in it)
     stack: list[tuple[ast.AST, bool]] = [(tree, False)]
     while stack:
         node, children_done = stack.pop()
@@ -400,18 +553,23 @@ def compiled_size(tree: ast.AST) -> int:
             stack.append((node, True))
             stack.extend((child, False) for child in children)
             continue
-        of_child = {id(child): sizes.pop(id(child)) for child in children}
-        size = 1 + sum(of_child.values())
+        of_child = {id(child): found.pop(id(child)) for child in children}
+        size = 1 + sum(size for size, _ in of_child.values())
+        exits = int(isinstance(node, _EXITS)) + sum(exits for _, exits in of_child.values())
         if isinstance(node, ast.Try | ast.TryStar) and node.finalbody:
-            once = sum(of_child[id(child)] for child in node.finalbody)  # already counted once in `size`
-            exits = sum(
-                isinstance(inner, _EXITS)
-                for part in (*node.body, *node.handlers, *node.orelse)
-                for inner in ast.walk(part)
-            )
-            size += once * (exits + 1)
-        sizes[id(node)] = size
-    return sizes[id(tree)]
+            final = [of_child[id(child)] for child in node.finalbody]
+            final_size, final_exits = sum(size for size, _ in final), sum(exits for _, exits in final)
+            copies = exits - final_exits + 2  # the ways out of the try's body, handlers and else
+            size += final_size * (copies - 1)  # counted once already
+            exits += final_exits * (copies - 1)
+        elif isinstance(node, ast.match_case):
+            ors = [inner for inner in ast.walk(node.pattern) if isinstance(inner, ast.MatchOr)]
+            size += _captures(node.pattern) ** 2
+            size += sum(len(inner.patterns) * _captures(inner.patterns[0]) ** 3 for inner in ors)
+        if isinstance(node, _SCOPES):
+            exits = 0  # a nested function's returns leave it, not the try around it
+        found[id(node)] = (size, exits)
+    return found[id(tree)][0]
 
 
 def _check_text(source: str, allowed: tuple[str, ...]) -> StaticCheck:
@@ -423,7 +581,7 @@ def _check_text(source: str, allowed: tuple[str, ...]) -> StaticCheck:
             if compiled_size(tree) > MAX_COMPILED_NODES:  # compiling it would stall or exhaust the trainer
                 return StaticCheck(
                     "syntax_error",
-                    "the code would compile to too much: try/finally blocks nested in finally blocks",
+                    "the code would compile to too much (try/finally in finally bodies, or match patterns)",
                     False,
                 )
             compile(tree, "<strategy>", "exec", dont_inherit=True)

@@ -36,7 +36,8 @@ def nested_finally(depth: int, returns: int) -> str:
 
 @pytest.fixture
 def compiled(monkeypatch):
-    """The sources the static check hands to `compile` (which runs as well)."""
+    """The sources the static check hands to `compile` (which runs as well), in this process: the check itself
+    (`_check_text`, which `check_source` runs in its checker process)."""
     seen: list[object] = []
 
     def spy(source, *args, **kwargs):
@@ -51,9 +52,10 @@ def compiled(monkeypatch):
 def test_nested_finally_blocks_are_refused_without_compiling(compiled, depth, returns):
     source = nested_finally(depth, returns)
     assert len(source) < 3_500
-    check = check_source(source)
+    check = sandbox_checks._check_text(source, ())
     assert check.verdict == "syntax_error" and "compile to too much" in check.reason, check
     assert compiled == []  # compiling it would have taken seconds to minutes and gigabytes
+    assert check_source(source) == check
 
 
 def test_one_large_expression_in_a_finally_body_counts_once_per_exit(compiled):
@@ -66,7 +68,7 @@ def test_one_large_expression_in_a_finally_body_counts_once_per_exit(compiled):
         + "]\n    return 'a'\n"
     )
     assert len(source) < sandbox_checks.MAX_SOURCE_CHARS
-    check = check_source(source)
+    check = sandbox_checks._check_text(source, ())
     assert check.verdict == "syntax_error" and "compile to too much" in check.reason, check
     assert compiled == []
 
@@ -84,7 +86,7 @@ def test_the_count_writes_a_finally_body_once_per_way_out():
 def test_honest_code_stays_far_under_the_limit(compiled):
     source = nested_finally(3, 6)  # deeper than any strategy needs, yet counted in thousands
     assert compiled_size(ast.parse(source)) < MAX_COMPILED_NODES // 50
-    assert check_source(source).verdict == "ok" and compiled  # compiled as before
+    assert sandbox_checks._check_text(source, ()).verdict == "ok" and compiled  # compiled as before
     flat = "def strategy(board):\n" + "    x = 1\n" * 9_000 + "    return 'a'\n"
     assert len(flat) < sandbox_checks.MAX_SOURCE_CHARS
     assert check_source(flat).verdict == "ok"  # the longest flat program passes the count
