@@ -45,7 +45,7 @@ compiled code runs: a call into compiled code passes through `torch/_dynamo/eval
 
 PHASES = [
     ("imports", ("<frozen importlib",)),
-    ("waiting for the other processes", ("torch/distributed/",)),
+    ("waiting for the other processes", ("torch/distributed/distributed_c10d",)),
     ("rewards", ("helpers/rewards", "helpers/sandbox")),
     ("scoring: log-probabilities", ("get_per_token_logps", "compute_logps")),
     ("generation", (":generate", "generation/utils", "fast_generate")),

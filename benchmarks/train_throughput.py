@@ -26,6 +26,7 @@ step and in the last one (`phases`), with torch's compile counters at the end of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -136,11 +137,13 @@ def run(
         except subprocess.TimeoutExpired:
             rc = 124
             os.killpg(process.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(
+                ProcessLookupError
+            ):  # a rank stuck in NCCL or CUDA outlives the launcher
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
     summary = summarise(label, args, run_dir, time.monotonic() - begin, started, rc)
     if sample_stacks and processes == 1:
         summary |= phases(stacks, run_dir, started)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import decimal
+import fractions
 import functools
 import importlib
 import json
 import math
 import mmap
-import numbers
 import os
 import pickle
 import random
@@ -303,7 +304,9 @@ def _statistics_convert(value: object, T: object) -> object:  # noqa: N803  (sta
     """`statistics._convert` to number types only. `mean`, `variance` and the like convert their result to the
     type of the data's items, so a list of classes made it `type(Fraction(...))`: the class of a module
     outside the allow-list (red team 12)."""
-    if not (isinstance(T, type) and issubclass(T, numbers.Number)):
+    if not (
+        isinstance(T, type) and issubclass(T, (int, float, complex, fractions.Fraction, decimal.Decimal))
+    ):
         raise TypeError("statistics in the sandbox works on numbers only")
     return _REAL_STATISTICS_CONVERT(value, T)
 

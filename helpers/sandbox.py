@@ -168,7 +168,9 @@ def _judge(game: GameBoard, outcome: Outcome, stall_moves: int) -> GameResult:
         state, error = "error", "the worker's game and the replay disagree"
     elif state == "failed" and game.direction_of(last_key) is None:
         error = "returned something that is not a key" if last_key is None else f"invalid key {last_key!r}"
-    else:  # ended by the rules on a key: a job killed after it (time, a crash) changes nothing (red team 14)
+    elif end == "rejected":  # a forbidden operation at run time stays rejected, even after the last key
+        state = "rejected"
+    else:  # ended by the rules on a key: a job stopped after it (time, a crash) changes nothing (red team 14)
         error = None
     recorded = (
         tuple("" if key is None or not key.isprintable() else key for key in outcome.keys[:replayed])

@@ -31,7 +31,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from helpers.config import SandboxConfig
 from helpers.sandbox_rules import FORBIDDEN_ATTRIBUTES, FORBIDDEN_BUILTINS, printable
@@ -407,9 +406,11 @@ class _Checker:
     faster than its length: red team 12's nested `finally` bodies took 15 s and 3.5 GB, red team 13's nested
     lambdas 11 s, its patterns gigabytes. `compiled_size` turns away the kinds known; this process bounds
     the rest, out of the trainer: a check that outruns its limits ends the process and is a `syntax_error`,
-    and the next check starts a fresh one. One request at a time (a lock); started on first use with the
-    interpreter that runs the trainer, `python -c`, in a session of its own; it ends when its input closes.
-    Where it cannot be started, the checks run here, with a warning.
+    and the next check starts a fresh one. One request at a time (a lock); started on first use as the sandbox's
+    helpers are (`sandbox_replay.start_interpreter`: isolated, an empty environment, at /), and believed only
+    once it says it is ready; it ends when its input closes. Where it cannot start, the checks run here, with a
+    warning. Whatever interrupts a request (Ctrl-C, a reply that is not one) ends the process, so no late answer
+    can answer the next request.
     """
 
     def __init__(self) -> None:
@@ -420,44 +421,77 @@ class _Checker:
     def check(self, source: str, allowed: tuple[str, ...]) -> StaticCheck:
         request = (json.dumps({"source": source, "allowed": list(allowed)}) + "\n").encode()
         with self._lock:
-            for _attempt in range(2):  # a checker that had died beforehand is replaced once
+            for _attempt in range(
+                2
+            ):  # a checker that had died beforehand, or answered nonsense, is replaced once
                 process = self._started()
                 if process is None:
                     return _check_text(source, allowed)
                 try:
-                    assert process.stdin is not None
-                    process.stdin.write(request)
-                    process.stdin.flush()
-                except OSError:
+                    if not self._send(process, request):
+                        self.stop()
+                        continue
+                    reply = self._reply(process)
+                    if reply is None:  # it died on this source, or outran the wall clock
+                        return StaticCheck("syntax_error", self._ended(), False)
+                    return StaticCheck(**json.loads(reply))
+                except (ValueError, TypeError):  # not a verdict
                     self.stop()
-                    continue
-                reply = self._reply(process)
-                if reply is None:  # it died on this source, or outran the wall clock
+                except BaseException:  # Ctrl-C in the middle: its answer must never answer the next request
                     self.stop()
-                    return StaticCheck("syntax_error", "checking it took too much time or memory", False)
-                return StaticCheck(**json.loads(reply))
+                    raise
+        warnings.warn("the static checks run in the trainer: the checker process failed twice", stacklevel=3)
         return _check_text(source, allowed)
 
     def _started(self) -> subprocess.Popen[bytes] | None:
         if self._process is not None and self._process.poll() is None:
             return self._process
+        self.stop()  # a dead one: its pipes closed, its status collected
         if self._unavailable:
             return None
-        root = str(Path(__file__).resolve().parent.parent)
-        code = f"import sys; sys.path.insert(0, {root!r}); from helpers.sandbox_checks import serve; serve()"
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", code],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C meant for the trainer does not end it mid-check
-            )
-        except OSError as exc:
-            self._unavailable = True
-            warnings.warn(f"the static checks run in the trainer: no checker process ({exc})", stacklevel=3)
-            return None
-        return self._process
+        from helpers.sandbox_replay import start_interpreter  # here: sandbox_replay imports the sandbox
+
+        problem = "sys.executable is empty"
+        if sys.executable:
+            try:
+                self._process = start_interpreter(
+                    "import sys; sys.path.insert(0, {root!r}); from helpers.sandbox_checks import serve; serve()",
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    bufsize=0,  # nothing buffered that a forked child could write again
+                )
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                problem = str(exc) or type(exc).__name__
+            else:
+                if self._reply(self._process) == b"ready\n":
+                    return self._process
+                self.stop()
+                problem = "it did not start"
+        self._unavailable = True
+        warnings.warn(f"the static checks run in the trainer: no checker process ({problem})", stacklevel=4)
+        return None
+
+    @staticmethod
+    def _send(process: subprocess.Popen[bytes], data: bytes) -> bool:
+        """Write a request within `CHECK_WALL_SECONDS`; False when the checker is gone or does not read."""
+        assert process.stdin is not None
+        fd, view = process.stdin.fileno(), memoryview(data)
+        deadline = time.monotonic() + CHECK_WALL_SECONDS
+        os.set_blocking(fd, False)
+        poller = select.poll()  # not select.select, which refuses descriptors from 1024 on
+        poller.register(fd, select.POLLOUT)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return False
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                return False
+        return True
 
     @staticmethod
     def _reply(process: subprocess.Popen[bytes]) -> bytes | None:
@@ -465,15 +499,25 @@ class _Checker:
         assert process.stdout is not None
         fd, line = process.stdout.fileno(), b""
         deadline = time.monotonic() + CHECK_WALL_SECONDS
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 return None
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 return None
             line += chunk
         return line
+
+    def _ended(self) -> str:
+        """Stop the checker that did not answer, and say why in a verdict's words."""
+        process = self._process
+        self.stop()
+        if process is not None and process.returncode == -signal.SIGPROF:
+            return f"checking it took more than {CHECK_CPU_SECONDS:g} s of CPU"
+        return "checking it took too much time or memory"
 
     def stop(self) -> None:
         """End the checker process (the next check starts another)."""
@@ -488,24 +532,40 @@ class _Checker:
                         stream.close()
 
     def forget(self) -> None:
-        """In a forked child: the parent's checker and lock are the parent's; this process starts its own."""
-        self._process = None
+        """In a forked child: the checker and the locks are the parent's. Its pipes are closed here (unbuffered,
+        so nothing of the parent's is written again), and this process starts its own checker when it checks."""
+        process, self._process = self._process, None
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
         self._lock = threading.Lock()
 
 
+def _forget_in_child() -> None:
+    global _checked_lock
+    _checked_lock = threading.Lock()
+    _CHECKER.forget()
+
+
 _CHECKER = _Checker()
-os.register_at_fork(after_in_child=_CHECKER.forget)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def serve() -> None:
-    """The checker process: one request (JSON: source, allowed imports) a line on its input, one `StaticCheck`
-    a line on its output; it ends when its input closes. Each check may use `CHECK_CPU_SECONDS` of CPU (a
+    """The checker process: says `ready`, then reads one request (JSON: source, allowed imports) a line and
+    writes one `StaticCheck` a line, until its input closes. Each check may use `CHECK_CPU_SECONDS` of CPU (a
     profiling timer, whose signal ends the process even inside the compiler) in `CHECK_MEMORY_BYTES` of
-    address space."""
-    with contextlib.suppress(ValueError, OSError):  # not every system limits these (macOS: address space)
+    address space (where the system enforces it: macOS accepts the limit and does not)."""
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY_BYTES, CHECK_MEMORY_BYTES))
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the default action ends the process
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPROF})  # a blocked signal stays blocked across exec
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         signal.setitimer(signal.ITIMER_PROF, CHECK_CPU_SECONDS)

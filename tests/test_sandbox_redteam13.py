@@ -16,7 +16,10 @@ import keyword
 import os
 import resource
 import string
+import sys
+import time
 import uuid
+from collections import OrderedDict
 
 import pytest
 
@@ -134,7 +137,7 @@ def test_a_check_that_outruns_its_limits_costs_the_trainer_nothing():
     before = resource.getrusage(resource.RUSAGE_SELF)
     check = check_source(source)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    assert check.verdict == "syntax_error" and "too much time or memory" in check.reason, check
+    assert check.verdict == "syntax_error" and "s of CPU" in check.reason, check
     spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert spent < 0.5  # the work was the checker's, and it was stopped
     honest = f"def strategy(board):\n    return 'a' if board else 'w'  # {uuid.uuid4().hex}\n"
@@ -154,20 +157,64 @@ def test_a_checker_killed_between_checks_is_replaced():
     assert sandbox_checks._CHECKER._process is not process
 
 
-def test_the_checker_gives_the_verdicts_of_the_check_itself():
-    sources = [
-        "def strategy(board):\n    return 'a'\n",
-        "import os\ndef strategy(board):\n    return 'a'\n",
-        "def strategy(board):\n    return getattr(board, 'x')\n",
-        "def strategy(board, extra):\n    return 'a'\n",
-        "def strategy(board):\n    return 'a\udc80'\n",  # a lone surrogate travels as it is
-        "def strategy(board:\n",
-        "x = 1\n",
-    ]
-    for source in sources:
-        assert check_source(source) == sandbox_checks._check_text(
-            source, tuple(sandbox_checks.SandboxConfig().allowed_imports)
-        )
+SOURCES = [
+    "def strategy(board):\n    return 'a'\n",
+    "import os\ndef strategy(board):\n    return 'a'\n",
+    "def strategy(board):\n    return getattr(board, 'x')\n",
+    "def strategy(board, extra):\n    return 'a'\n",
+    "def strategy(board):\n    return 'a\udc80'\n",  # a lone surrogate travels as it is
+    "def strategy(board:\n",
+    "x = 1\n",
+]
+ALLOWED = tuple(sandbox_checks.SandboxConfig().allowed_imports)
+
+
+@pytest.fixture
+def uncached(monkeypatch):
+    """No verdict remembered from earlier tests: every check goes to the checker."""
+    monkeypatch.setattr(sandbox_checks, "_checked", OrderedDict())
+
+
+def test_the_checker_gives_the_verdicts_of_the_check_itself(uncached):
+    for source in SOURCES:
+        assert sandbox_checks._CHECKER.check(source, ALLOWED) == sandbox_checks._check_text(source, ALLOWED)
+        assert check_source(source) == sandbox_checks._check_text(source, ALLOWED)
+
+
+def test_an_interrupted_check_leaves_no_answer_for_the_next(uncached, monkeypatch):
+    check_source(f"def strategy(board):\n    return 'a'  # {uuid.uuid4().hex}\n")  # a checker is running
+    real = sandbox_checks._Checker._reply
+
+    def interrupted(process):
+        time.sleep(0.05)  # the checker's answer arrives meanwhile
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sandbox_checks._Checker, "_reply", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        check_source("def strategy(board):\n    return 'a'  # fine\n")
+    monkeypatch.setattr(sandbox_checks._Checker, "_reply", staticmethod(real))
+    assert check_source(SOURCES[1]).verdict == "forbidden"  # not the interrupted request's "ok"
+
+
+def test_without_a_checker_the_checks_run_here_with_a_warning(uncached, monkeypatch):
+    checker = sandbox_checks._Checker()
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, and never says it is ready
+    with pytest.warns(UserWarning, match="no checker process"):
+        verdicts = [checker.check(source, ALLOWED) for source in SOURCES]
+    assert verdicts == [sandbox_checks._check_text(source, ALLOWED) for source in SOURCES]
+    monkeypatch.setattr(sys, "executable", "")
+    with pytest.warns(UserWarning, match="sys.executable is empty"):
+        assert sandbox_checks._Checker().check(SOURCES[1], ALLOWED).verdict == "forbidden"
+
+
+def test_the_checker_starts_apart_from_the_working_folder(uncached, tmp_path, monkeypatch):
+    (tmp_path / "dataclasses.py").write_text("raise SystemExit('a stray module')\n")  # shadows the stdlib's
+    monkeypatch.chdir(tmp_path)
+    checker = sandbox_checks._Checker()
+    try:
+        assert checker.check(SOURCES[0], ALLOWED).verdict == "ok"
+    finally:
+        checker.stop()
 
 
 def test_a_forked_child_checks_with_a_checker_of_its_own():
@@ -176,10 +223,12 @@ def test_a_forked_child_checks_with_a_checker_of_its_own():
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover (the child reports through the pipe)
-        verdict = check_source(f"def strategy(board):\n    return 'u'  # {uuid.uuid4().hex}\n").verdict
-        own = sandbox_checks._CHECKER._process is not parents
-        os.write(write, f"{verdict} {own}".encode())
-        os._exit(0)
+        try:
+            verdict = check_source(f"def strategy(board):\n    return 'u'  # {uuid.uuid4().hex}\n").verdict
+            own = sandbox_checks._CHECKER._process is not parents
+            os.write(write, f"{verdict} {own}".encode())
+        finally:
+            os._exit(0)
     os.close(write)
     os.waitpid(child, 0)
     assert os.read(read, 100).decode() == "ok True"

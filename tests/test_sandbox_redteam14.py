@@ -8,6 +8,8 @@ killed (for time, or a crash) before it reported was judged an invalid key (-3) 
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from helpers.config import GameConfig, SandboxConfig
@@ -16,6 +18,7 @@ from helpers.game import from_config, play_keys
 from helpers.rewards import _outcome
 from helpers.sandbox import _judge, _replay, get_pool
 from helpers.sandbox_pool import Outcome
+from helpers.sandbox_rules import AUDIT_EXIT
 
 GAME = GameConfig(size=4, target=512)
 
@@ -47,6 +50,15 @@ def test_a_game_lost_by_the_rules_stays_a_loss_whatever_ends_the_job_after(end, 
     )
     assert (killed.state, killed.error, _outcome(killed)) == ("failed", None, "failed"), killed
     assert (killed.score, killed.steps) == (reported.score, reported.steps)
+
+
+@pytest.mark.parametrize("status", [AUDIT_EXIT, -signal.SIGSYS])
+def test_a_forbidden_operation_after_the_last_key_is_still_rejected(status):
+    keys, _, _ = lost_game_keys()
+    result = _judge(
+        from_config(GAME, seed=3407), Outcome(list(keys), "died", None, "", None, status=status), 32
+    )
+    assert result.state == "rejected" and "forbidden operation" in result.error, result
 
 
 def test_an_invalid_last_key_is_still_invalid_when_the_job_is_killed_after_it():
