@@ -79,3 +79,19 @@ def small_model_dir(tmp_path_factory):
     from helpers.smollm import convert_small_model
 
     return convert_small_model(tmp_path_factory.mktemp("small") / "smollm2-135m-instruct")
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """The sources the static check hands to `compile` (which still runs), in this process: the check itself
+    (`sandbox_checks._check_text`, which `check_source` runs in its checker process). Red teams 12 and 13."""
+    from helpers import sandbox_checks
+
+    seen: list[object] = []
+
+    def spy(source, *args, **kwargs):
+        seen.append(source)
+        return compile(source, *args, **kwargs)
+
+    monkeypatch.setattr(sandbox_checks, "compile", spy, raising=False)
+    return seen

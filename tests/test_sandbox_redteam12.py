@@ -34,20 +34,6 @@ def nested_finally(depth: int, returns: int) -> str:
     return "def strategy(board):\n" + "\n".join(lines) + "\n    return 'a'\n"
 
 
-@pytest.fixture
-def compiled(monkeypatch):
-    """The sources the static check hands to `compile` (which runs as well), in this process: the check itself
-    (`_check_text`, which `check_source` runs in its checker process)."""
-    seen: list[object] = []
-
-    def spy(source, *args, **kwargs):
-        seen.append(source)
-        return compile(source, *args, **kwargs)
-
-    monkeypatch.setattr(sandbox_checks, "compile", spy, raising=False)
-    return seen
-
-
 @pytest.mark.parametrize("depth, returns", [(7, 6), (9, 6), (19, 0)])
 def test_nested_finally_blocks_are_refused_without_compiling(compiled, depth, returns):
     source = nested_finally(depth, returns)

@@ -76,19 +76,6 @@ def nested_lambdas(depth: int, count: int) -> str:
     )
 
 
-@pytest.fixture
-def compiled(monkeypatch):
-    """The sources the check hands to `compile` in this process (`_check_text`, run here directly)."""
-    seen: list[object] = []
-
-    def spy(source, *args, **kwargs):
-        seen.append(source)
-        return compile(source, *args, **kwargs)
-
-    monkeypatch.setattr(sandbox_checks, "compile", spy, raising=False)
-    return seen
-
-
 @pytest.mark.parametrize(
     "source",
     [returns_in_finally(), or_pattern(300), sequence_pattern(2_000)],
