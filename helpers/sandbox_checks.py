@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import resource
-import select
 import signal
 import string
 import subprocess
@@ -33,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from helpers.config import SandboxConfig
+from helpers.sandbox_replay import _Helper, _receive, _send
 from helpers.sandbox_rules import FORBIDDEN_ATTRIBUTES, FORBIDDEN_BUILTINS, printable
 
 MAX_SOURCE_CHARS = 100_000
@@ -399,6 +399,10 @@ def check_source(source: object, config: SandboxConfig | None = None) -> StaticC
     return check
 
 
+_CHECKER_BOOT = "import sys; sys.path.insert(0, {root!r}); from helpers.sandbox_checks import serve; serve()"
+_READY = b"ready"
+
+
 class _Checker:
     """The process where the checks run, under limits of their own (`CHECK_CPU_SECONDS`, `CHECK_MEMORY_BYTES`).
 
@@ -406,36 +410,31 @@ class _Checker:
     faster than its length: red team 12's nested `finally` bodies took 15 s and 3.5 GB, red team 13's nested
     lambdas 11 s, its patterns gigabytes. `compiled_size` turns away the kinds known; this process bounds
     the rest, out of the trainer: a check that outruns its limits ends the process and is a `syntax_error`,
-    and the next check starts a fresh one. One request at a time (a lock); started on first use as the sandbox's
-    helpers are (`sandbox_replay.start_interpreter`: isolated, an empty environment, at /), and believed only
-    once it says it is ready; it ends when its input closes. Where it cannot start, the checks run here, with a
-    warning. Whatever interrupts a request (Ctrl-C, a reply that is not one) ends the process, so no late answer
-    can answer the next request.
+    and the next check starts a fresh one. It is a trusted helper process like the replay helpers
+    (`helpers.sandbox_replay._Helper`: isolated, an empty environment, at /, messages with a deadline), one
+    request at a time (a lock), believed once it says it is ready; it ends when its input closes. Where it
+    cannot start, the checks run here, with a warning. Whatever interrupts a request (Ctrl-C, an answer that
+    is not a verdict) ends the process, so no late answer can answer the next request.
     """
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
+        self._helper: _Helper | None = None
         self._lock = threading.Lock()
         self._unavailable = False
 
     def check(self, source: str, allowed: tuple[str, ...]) -> StaticCheck:
-        request = (json.dumps({"source": source, "allowed": list(allowed)}) + "\n").encode()
+        request = json.dumps({"source": source, "allowed": list(allowed)}).encode()
         with self._lock:
-            for _attempt in range(
-                2
-            ):  # a checker that had died beforehand, or answered nonsense, is replaced once
-                process = self._started()
-                if process is None:
+            for _attempt in range(2):  # a checker dead beforehand, or answering nonsense, is replaced once
+                helper = self._started()
+                if helper is None:
                     return _check_text(source, allowed)
                 try:
-                    if not self._send(process, request):
-                        self.stop()
-                        continue
-                    reply = self._reply(process)
-                    if reply is None:  # it died on this source, or outran the wall clock
-                        return StaticCheck("syntax_error", self._ended(), False)
-                    return StaticCheck(**json.loads(reply))
-                except (ValueError, TypeError):  # not a verdict
+                    answer = helper.judge(request, CHECK_WALL_SECONDS)
+                    return StaticCheck(**answer)  # type: ignore[arg-type]
+                except (TimeoutError, EOFError):  # it died on this source, or outran the wall clock
+                    return StaticCheck("syntax_error", self._ended(), False)
+                except (OSError, ValueError, TypeError):  # gone before the request, or not a verdict
                     self.stop()
                 except BaseException:  # Ctrl-C in the middle: its answer must never answer the next request
                     self.stop()
@@ -443,100 +442,51 @@ class _Checker:
         warnings.warn("the static checks run in the trainer: the checker process failed twice", stacklevel=3)
         return _check_text(source, allowed)
 
-    def _started(self) -> subprocess.Popen[bytes] | None:
-        if self._process is not None and self._process.poll() is None:
-            return self._process
+    def _started(self) -> _Helper | None:
+        if self._helper is not None and self._helper.process.poll() is None:
+            return self._helper
         self.stop()  # a dead one: its pipes closed, its status collected
         if self._unavailable:
             return None
-        from helpers.sandbox_replay import start_interpreter  # here: sandbox_replay imports the sandbox
-
         problem = "sys.executable is empty"
         if sys.executable:
             try:
-                self._process = start_interpreter(
-                    "import sys; sys.path.insert(0, {root!r}); from helpers.sandbox_checks import serve; serve()",
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    bufsize=0,  # nothing buffered that a forked child could write again
-                )
+                helper = _Helper(_CHECKER_BOOT)
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 problem = str(exc) or type(exc).__name__
             else:
-                if self._reply(self._process) == b"ready\n":
-                    return self._process
-                self.stop()
+                assert helper.process.stdout is not None
+                with contextlib.suppress(OSError, EOFError):
+                    deadline = time.monotonic() + CHECK_WALL_SECONDS
+                    if _receive(helper.process.stdout.fileno(), deadline) == _READY:
+                        self._helper = helper
+                        return helper
+                helper.close()
                 problem = "it did not start"
         self._unavailable = True
         warnings.warn(f"the static checks run in the trainer: no checker process ({problem})", stacklevel=4)
         return None
 
-    @staticmethod
-    def _send(process: subprocess.Popen[bytes], data: bytes) -> bool:
-        """Write a request within `CHECK_WALL_SECONDS`; False when the checker is gone or does not read."""
-        assert process.stdin is not None
-        fd, view = process.stdin.fileno(), memoryview(data)
-        deadline = time.monotonic() + CHECK_WALL_SECONDS
-        os.set_blocking(fd, False)
-        poller = select.poll()  # not select.select, which refuses descriptors from 1024 on
-        poller.register(fd, select.POLLOUT)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                return False
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                continue
-            except OSError:
-                return False
-        return True
-
-    @staticmethod
-    def _reply(process: subprocess.Popen[bytes]) -> bytes | None:
-        """One line from the checker, or None when it ends first or is not done by `CHECK_WALL_SECONDS`."""
-        assert process.stdout is not None
-        fd, line = process.stdout.fileno(), b""
-        deadline = time.monotonic() + CHECK_WALL_SECONDS
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return None
-            line += chunk
-        return line
-
     def _ended(self) -> str:
         """Stop the checker that did not answer, and say why in a verdict's words."""
-        process = self._process
+        helper = self._helper
         self.stop()
-        if process is not None and process.returncode == -signal.SIGPROF:
+        if helper is not None and helper.process.returncode == -signal.SIGPROF:
             return f"checking it took more than {CHECK_CPU_SECONDS:g} s of CPU"
         return "checking it took too much time or memory"
 
     def stop(self) -> None:
         """End the checker process (the next check starts another)."""
-        process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(OSError):
-                process.kill()
-            process.wait()
-            for stream in (process.stdin, process.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close()
 
     def forget(self) -> None:
         """In a forked child: the checker and the locks are the parent's. Its pipes are closed here (unbuffered,
         so nothing of the parent's is written again), and this process starts its own checker when it checks."""
-        process, self._process = self._process, None
-        if process is not None:
-            for stream in (process.stdin, process.stdout):
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            for stream in (helper.process.stdin, helper.process.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
@@ -554,25 +504,27 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def serve() -> None:
-    """The checker process: says `ready`, then reads one request (JSON: source, allowed imports) a line and
-    writes one `StaticCheck` a line, until its input closes. Each check may use `CHECK_CPU_SECONDS` of CPU (a
-    profiling timer, whose signal ends the process even inside the compiler) in `CHECK_MEMORY_BYTES` of
-    address space (where the system enforces it: macOS accepts the limit and does not)."""
+    """The checker process: says it is ready, then answers each request (JSON: source, allowed imports) with a
+    `StaticCheck` (JSON), in `helpers.sandbox_replay`'s messages, until its input closes. Each check may use
+    `CHECK_CPU_SECONDS` of CPU (a profiling timer, whose signal ends the process even inside the compiler) in
+    `CHECK_MEMORY_BYTES` of address space (where the system enforces it: macOS accepts the limit and does not)."""
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY_BYTES, CHECK_MEMORY_BYTES))
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the default action ends the process
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPROF})  # a blocked signal stays blocked across exec
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    for line in sys.stdin.buffer:
-        request = json.loads(line)
+    requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
+    _send(answers, _READY)
+    while True:
+        try:
+            request = json.loads(_receive(requests))
+        except EOFError:
+            return
         signal.setitimer(signal.ITIMER_PROF, CHECK_CPU_SECONDS)
         check = _check_text(request["source"], tuple(request["allowed"]))
         signal.setitimer(signal.ITIMER_PROF, 0)
-        sys.stdout.write(json.dumps(dataclasses.asdict(check)) + "\n")
-        sys.stdout.flush()
+        _send(answers, json.dumps(dataclasses.asdict(check)).encode())
 
 
 _SHARED_NODES = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)

@@ -74,12 +74,21 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0)
 
 
+def _ready(fd: int, event: int, deadline: float | None) -> bool:
+    """Whether `fd` is ready for `event` (select.POLLIN or POLLOUT) before `deadline`. `poll`, not `select`,
+    which refuses descriptors from 1024 on (a trainer with many files open)."""
+    poller = select.poll()
+    poller.register(fd, event)
+    left = _left(deadline)
+    return bool(poller.poll(None if left is None else left * 1000))
+
+
 def _write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
     """Write all of `data` to a pipe before `deadline` (TimeoutError after it; None: no deadline)."""
     view = memoryview(data)
     while view:
-        if not select.select([], [fd], [], _left(deadline))[1]:
-            raise TimeoutError("a replay helper did not read in time")
+        if not _ready(fd, select.POLLOUT, deadline):
+            raise TimeoutError("a helper process did not read in time")
         with contextlib.suppress(BlockingIOError):
             view = view[os.write(fd, view) :]
 
@@ -88,8 +97,8 @@ def _read_exactly(fd: int, size: int, deadline: float | None = None) -> bytes:
     """Read `size` bytes from a pipe before `deadline` (TimeoutError after it, EOFError at its end)."""
     data = bytearray()
     while len(data) < size:
-        if not select.select([fd], [], [], _left(deadline))[0]:
-            raise TimeoutError("a replay helper did not answer in time")
+        if not _ready(fd, select.POLLIN, deadline):
+            raise TimeoutError("a helper process did not answer in time")
         try:
             chunk = os.read(fd, size - len(data))
         except BlockingIOError:
@@ -123,19 +132,22 @@ def _slim(claim: object) -> dict | None:
 
 
 class _Helper:
-    """One helper process and the trainer's ends of its pipes (read and written with a deadline)."""
+    """One trusted helper process and the trainer's ends of its pipes (read and written with a deadline):
+    a replay helper, or with another `program` the static checks' checker (`helpers.sandbox_checks`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, program: str = _BOOT) -> None:
         self.process = start_interpreter(
-            _BOOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
+            program, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
         )
         for stream in (self.process.stdin, self.process.stdout):
             assert stream is not None
             os.set_blocking(stream.fileno(), False)  # a stuck helper must not block a write or a read
 
-    def judge(self, request: bytes) -> object:
+    def judge(self, request: bytes, timeout: float | None = None) -> object:
+        """Send one request and return its JSON answer within `timeout` (`REPLAY_TIMEOUT` when None), or raise
+        (TimeoutError, EOFError, OSError, ValueError)."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        deadline = time.monotonic() + REPLAY_TIMEOUT
+        deadline = time.monotonic() + (REPLAY_TIMEOUT if timeout is None else timeout)
         _send(self.process.stdin.fileno(), request, deadline)
         return json.loads(_receive(self.process.stdout.fileno(), deadline))
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import pytest
 
-from helpers import sandbox_checks
+from helpers import sandbox_checks, sandbox_replay
 from helpers.rewards import explain
 from helpers.sandbox import check_source
 from helpers.sandbox_checks import MAX_COMPILED_NODES, compiled_size
@@ -136,12 +136,12 @@ def test_a_checker_killed_between_checks_is_replaced():
         return f"def strategy(board):\n    return 'i'  # {uuid.uuid4().hex}\n"
 
     assert check_source(fresh()).verdict == "ok"
-    process = sandbox_checks._CHECKER._process
+    process = sandbox_checks._CHECKER._helper.process
     assert process is not None and process.poll() is None
     process.kill()
     process.wait()
     assert check_source(fresh()).verdict == "ok"
-    assert sandbox_checks._CHECKER._process is not process
+    assert sandbox_checks._CHECKER._helper.process is not process
 
 
 SOURCES = [
@@ -170,16 +170,16 @@ def test_the_checker_gives_the_verdicts_of_the_check_itself(uncached):
 
 def test_an_interrupted_check_leaves_no_answer_for_the_next(uncached, monkeypatch):
     check_source(f"def strategy(board):\n    return 'a'  # {uuid.uuid4().hex}\n")  # a checker is running
-    real = sandbox_checks._Checker._reply
 
-    def interrupted(process):
-        time.sleep(0.05)  # the checker's answer arrives meanwhile
+    def interrupted(helper, request, timeout):  # Ctrl-C while the checker's answer arrives
+        sandbox_replay._send(helper.process.stdin.fileno(), request)
+        time.sleep(0.05)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sandbox_checks._Checker, "_reply", staticmethod(interrupted))
-    with pytest.raises(KeyboardInterrupt):
-        check_source("def strategy(board):\n    return 'a'  # fine\n")
-    monkeypatch.setattr(sandbox_checks._Checker, "_reply", staticmethod(real))
+    with monkeypatch.context() as patched:
+        patched.setattr(sandbox_replay._Helper, "judge", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            check_source("def strategy(board):\n    return 'a'  # fine\n")
     assert check_source(SOURCES[1]).verdict == "forbidden"  # not the interrupted request's "ok"
 
 
@@ -206,13 +206,13 @@ def test_the_checker_starts_apart_from_the_working_folder(uncached, tmp_path, mo
 
 def test_a_forked_child_checks_with_a_checker_of_its_own():
     assert check_source(f"def strategy(board):\n    return 'a'  # {uuid.uuid4().hex}\n").verdict == "ok"
-    parents = sandbox_checks._CHECKER._process
+    parents = sandbox_checks._CHECKER._helper.process
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover (the child reports through the pipe)
         try:
             verdict = check_source(f"def strategy(board):\n    return 'u'  # {uuid.uuid4().hex}\n").verdict
-            own = sandbox_checks._CHECKER._process is not parents
+            own = sandbox_checks._CHECKER._helper.process is not parents
             os.write(write, f"{verdict} {own}".encode())
         finally:
             os._exit(0)
@@ -220,4 +220,6 @@ def test_a_forked_child_checks_with_a_checker_of_its_own():
     os.waitpid(child, 0)
     assert os.read(read, 100).decode() == "ok True"
     os.close(read)
-    assert sandbox_checks._CHECKER._process is parents and parents.poll() is None  # the parent's is untouched
+    assert (
+        sandbox_checks._CHECKER._helper.process is parents and parents.poll() is None
+    )  # the parent's is untouched
