@@ -178,8 +178,9 @@ class TrainingConfig:
     logprob_recompute: bool = False
     """Unsloth's recomputing log-probability path (`UNSLOTH_GRPO_LOGPROB_RECOMPUTE=1`): two small compiled
     functions instead of one graph unrolled over every chunk of the logits, whose compilation is most of a
-    fresh machine's first step. On an H200 the `h100` profile's first step then took 74-109 s on a fresh
-    machine (against 6-8 minutes or more) and 56 s with a filled cache; side by side on one host its later
+    fresh machine's first step. On an H200 the `h100` profile's first step then took 74-109 s from an
+    empty compile cache (88-109 s on fresh machines; 6-8 minutes or more without it) and 47-56 s with a filled
+    cache; side by side on one host its later
     steps took 35.6 s against 34.6 s with `logit_chunk_multiplier=1` (benchmarks/RESULTS.md, "Three ways to
     the log-probabilities"). The `h100` profile turns it on; off elsewhere, where micro-batches are small."""
     logit_chunk_multiplier: int = 0
