@@ -515,6 +515,8 @@ def _set_limits(memory_mb: int, game_timeout: float) -> None:
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_NOFILE, 8, 8),  # pipe buffers are kernel memory, which RLIMIT_AS does not count
         (getattr(resource, "RLIMIT_NPROC", None), 0, 0),
+        (getattr(resource, "RLIMIT_RTPRIO", None), 0, 0),  # no real-time scheduling, whatever the host grants
+        (getattr(resource, "RLIMIT_NICE", None), 0, 0),  # no priority above the trainer's
         (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
     ]

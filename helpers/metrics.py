@@ -63,14 +63,18 @@ def append_metrics(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
 
 
 def append_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records as JSON lines in one write (the folder is created if needed)."""
+    """Append records as JSON lines in one write (the folder is created if needed).
+
+    A lone surrogate in a string (text that is not valid Unicode) is written as its JSON escape, so one
+    such record neither fails the write of the others nor reads back any different.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(
         json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False) + "\n"
         for record in records
     )
-    with path.open("a", encoding="utf-8") as file:
+    with path.open("a", encoding="utf-8", errors="backslashreplace") as file:
         file.write(lines)
 
 
@@ -107,7 +111,9 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
         partial = path.with_name(path.name + ".partial")
         try:
             partial.write_text(
-                "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept), encoding="utf-8"
+                "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept),
+                encoding="utf-8",
+                errors="backslashreplace",
             )
             os.replace(partial, path)
         finally:

@@ -208,3 +208,14 @@ def test_the_learning_line_never_counts_a_step_at_both_ends(steps, words, first,
     assert learning_line(records).startswith(
         f"mean reward, {words}: total reward {first:+.2f} -> {last:+.2f}"
     )
+
+
+def test_a_record_with_text_that_is_not_unicode_costs_no_other_record(tmp_path):
+    # Red team 15: a lone surrogate in one completion made the whole batch's write fail.
+    path = tmp_path / "completions.jsonl"
+    broken, honest = {"step": 1, "completion": "hi \ud800 there"}, {"step": 1, "completion": "é ok"}
+    metrics.append_records(path, [broken, honest])
+    assert metrics.read_metrics(path) == [broken, honest]
+    assert "é ok" in path.read_text(encoding="utf-8")  # readable text stays readable
+    metrics.truncate_metrics(path, 1)  # and a resume can rewrite it
+    assert metrics.read_metrics(path) == [broken, honest]
