@@ -55,10 +55,12 @@ from helpers.runs import (
     RUN_CONFIG_FILE,
     RunFolderError,
     check_output_folder,
+    check_processes,
     end_process_group,
     is_main_process,
     latest_checkpoint,
     nothing_to_resume,
+    run_folder_lock,
     saved_config,
     world_size,
 )
@@ -114,6 +116,8 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
             raise UsageError(
                 f"--set {pair!r}: unknown section {section!r}; use training, {', '.join(SECTIONS)}"
             )
+        if section == "training" and name == "profile":
+            raise UsageError(f"--set {pair!r}: the profile is chosen with --profile NAME")
         settings[section][name] = value
     return settings
 
@@ -269,9 +273,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--processes must be at least 1, not {args.processes}")
     if (args.processes or 1) > 1 and "LOCAL_RANK" not in os.environ:
         with _settings_mistakes():
-            check_batch_sizes(
-                build_config(args, saved_run=None if not args.resume else args.output_dir), args.processes
-            )
+            config = build_config(args, saved_run=None if not args.resume else args.output_dir)
+            check_batch_sizes(config, args.processes)
+        resumed = latest_checkpoint(config.training.output_dir) if args.resume else None
+        if resumed is not None:
+            check_processes(resumed, args.processes)
         command = launch_command(args.argv, args.processes)
         print("+ " + " ".join(command), flush=True)
         return _run_launcher(command)
@@ -288,15 +294,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.run_folder = config.training.output_dir  # for the advice after an interruption
     check_game(config)
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
-    if main_process:
-        log_path = start_log(config.training.output_dir, args)
-    else:
-        logging.getLogger("helpers").setLevel(logging.WARNING)  # rank 0 speaks for the run
-    processes = f" in {world_size()} processes" if world_size() > 1 else ""
-    say(f"profile {config.training.profile}: {config.profile_reason}{processes}")
-    if main_process:
-        say(f"log: {log_path}")
-    result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
+    # Held from before the log starts: a second training in this folder is refused before it writes a line.
+    with run_folder_lock(config.training.output_dir) if main_process else contextlib.nullcontext():
+        if main_process:
+            log_path = start_log(config.training.output_dir, args)
+        else:
+            logging.getLogger("helpers").setLevel(logging.WARNING)  # rank 0 speaks for the run
+        processes = f" in {world_size()} processes" if world_size() > 1 else ""
+        say(f"profile {config.training.profile}: {config.profile_reason}{processes}")
+        if main_process:
+            say(f"log: {log_path}")
+        result = train(config, resume=args.resume, live_plot=False, progress=not args.no_progress)
     end_process_group()
     if not main_process:
         return 0
@@ -304,13 +312,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.resumed_from is not None and result.checkpoint == result.resumed_from and result.seconds == 0:
         print(
             f"nothing trained: the run is complete at {result.checkpoint} (step {result.global_step}); a larger "
-            f"--max-steps continues it: {_command()} train --output-dir {result.output_dir} --resume --max-steps N"
+            f"--max-steps continues it: {_command()} train --output-dir {result.output_dir}{_processes()} --resume "
+            "--max-steps N"
         )
         return 0
     if result.interrupted:
         print(
             f"stopped by {result.interrupted} at step {result.global_step} of {config.training.max_steps}, saved in "
-            f"{result.checkpoint}; continue with: {_command()} train --output-dir {result.output_dir} --resume"
+            f"{result.checkpoint}; continue with: {_command()} train --output-dir {result.output_dir}{_processes()} "
+            "--resume"
         )
         return 130
     print(
@@ -331,8 +341,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if result.checkpoint:
         print(f"held-out evaluation: {_command()} evaluate --checkpoint {result.checkpoint}")
-    print(f"continue with: {_command()} train --output-dir {result.output_dir} --resume --max-steps N")
+    print(
+        f"continue with: {_command()} train --output-dir {result.output_dir}{_processes()} --resume --max-steps N"
+    )
     return 0
+
+
+def _processes() -> str:
+    """` --processes N` for a command that continues a run of several processes (a resume needs as many)."""
+    return f" --processes {world_size()}" if world_size() > 1 else ""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -786,7 +803,10 @@ def _after_interruption(args: argparse.Namespace) -> str:
             f"interrupted before the first checkpoint: nothing to resume in {folder}; the same command without "
             "--resume starts again (the logs are kept)"
         )
-    return f"interrupted; continue from {checkpoint.name} with: {_command()} train --output-dir {folder} --resume"
+    return (
+        f"interrupted; continue from {checkpoint.name} with: {_command()} train --output-dir {folder}{_processes()} "
+        "--resume"
+    )
 
 
 def _log_traceback() -> None:

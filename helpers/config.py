@@ -171,8 +171,8 @@ class TrainingConfig:
     """A checkpoint every this many steps."""
     logging_steps: int = 1
     """Log metrics every this many steps."""
-    output_dir: str = "outputs"
-    """Where checkpoints, metrics.jsonl and exports go."""
+    output_dir: str = "outputs/dgx-spark"
+    """Where checkpoints, metrics.jsonl and exports go (each profile has its own folder, outputs/<profile>)."""
     compile_cache: str = "outputs/compile-cache"
     """Folder that keeps compiled kernels (TorchInductor, Triton, Unsloth) between runs, so a later run's first step skips most compilation; "" leaves them where the libraries put them."""
     logprob_recompute: bool = False
@@ -270,6 +270,7 @@ def h100() -> TrainingConfig:
     """
     return TrainingConfig(
         profile="h100",
+        output_dir="outputs/h100",
         load_in_4bit=False,
         offload_embedding=False,
         per_device_train_batch_size=16,
@@ -396,7 +397,7 @@ def detect_profile() -> tuple[str, str]:
 
 
 def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in fields(obj)}
+    names = {f.name: f for f in fields(obj) if f.name != "profile"}  # a profile is chosen, not set
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"unknown {where} setting(s) {unknown}; known: {sorted(names)}")
@@ -525,6 +526,10 @@ def validate(config: Config) -> None:
             f"training.report_to must be none, or some of {', '.join(TRACKERS[1:])} separated by commas, "
             f"not {training.report_to!r}"
         )
+    if training.lr_scheduler_type not in LR_SCHEDULERS:
+        raise ValueError(
+            f"training.lr_scheduler_type must be one of {', '.join(LR_SCHEDULERS)}, not {training.lr_scheduler_type!r}"
+        )
     if "wandb" in trackers and importlib.util.find_spec("wandb") is None:
         raise ValueError(
             "training.report_to names wandb, which is not installed: pip install wandb, then wandb login "
@@ -534,6 +539,23 @@ def validate(config: Config) -> None:
 
 MIN_MEMORY_MB = 64
 """The smallest `sandbox.memory_mb` a configuration may ask for."""
+
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
+"""transformers' `SchedulerType` values, checked before a model loads (importing transformers to ask takes
+seconds; tests/test_config.py checks the two agree)."""
 
 TRACKERS = ("none", "tensorboard", "trackio", "wandb")
 """The experiment trackers `TrainingConfig.report_to` may name."""

@@ -231,6 +231,11 @@ def ensure_local_model(config: Config | TrainingConfig) -> Path | None:
 def check_loadable(config: Config | TrainingConfig) -> None:
     """Raise `ModelLoadError` now when this machine cannot load the configured model (writes nothing)."""
     training = _training(config)
+    if "8bit" in training.optim and importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            f"training.optim {training.optim!r} needs bitsandbytes, which is not installed (and needs a CUDA GPU): "
+            "--optim adamw_torch, or install bitsandbytes"
+        )
     if training.profile in ("cpu", "cpu-tiny") and training.model_name in (
         cpu().model_name,
         cpu_tiny().model_name,

@@ -3,16 +3,21 @@
 `prepare_run_folder(config, resume)` checks the output folder before training: a fresh run refuses a
 folder that holds checkpoints, a resume needs one and the same settings (apart from
 `RESUMABLE_CHANGES`), and the run's configuration is saved as `run_config.json`. `saved_config` gives
-a resume exactly the run's settings; `write_model_card` writes the run's README.md.
+a resume exactly the run's settings; `write_model_card` writes the run's README.md. `run_folder_lock`
+keeps a second training out of a folder while one writes to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,9 @@ RESUMABLE_CHANGES = frozenset(
 
 CHECKPOINT_PREFIX = "checkpoint-"
 """transformers names checkpoint folders `checkpoint-<step>`."""
+
+LOCK_FILE = ".training.lock"
+"""Held (`flock`) by the training that writes to a run folder, with its process id, host and start time."""
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +200,8 @@ def saved_config(
     """
 
     path = Path(run_dir) / RUN_CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise RunFolderError(nothing_to_resume(run_dir))
     if not path.is_file():
         raise RunFolderError(f"{run_dir} holds no {RUN_CONFIG_FILE}: it is not the output folder of a run")
     saved = json.loads(path.read_text())
@@ -258,6 +268,7 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 + "\n  ".join(differences)
                 + "\nResume with the run's own settings, or start a new run in another output folder."
             )
+        check_processes(checkpoint, world_size())
         step = checkpoint_step(checkpoint)
         for path in (metrics_path(folder), completions_path(folder)):
             if write:
@@ -283,6 +294,94 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
     folder.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     return checkpoint
+
+
+_held_locks: dict[Path, tuple[int, int]] = {}
+"""The run folders this process holds: their lock file's descriptor and how many holders nest."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold `folder` for this process's training; raise `RunFolderError` while another training holds it.
+
+    Two trainings in one folder would write their checkpoints over each other's and mix their logs. The
+    lock is the kernel's (`flock`), so a process that dies gives it back. Nested holds in one process (the
+    command line's, then `train`'s) share it. A folder this created and left holding only the lock file
+    (a run refused after all) is removed again.
+    """
+    folder = Path(folder)
+    key = folder.resolve()
+    if key in _held_locks:
+        descriptor, depth = _held_locks[key]
+        _held_locks[key] = (descriptor, depth + 1)
+        try:
+            yield
+        finally:
+            descriptor, depth = _held_locks[key]
+            _held_locks[key] = (descriptor, depth - 1)
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 200).decode("utf-8", "replace").strip()
+        os.close(descriptor)
+        raise RunFolderError(
+            f"{folder} is in use by another training ({holder or 'a process starting up'}): two trainings in "
+            "one folder would write over each other's checkpoints. Wait for it to end, or train into "
+            "another output folder (--output-dir, or output_dir= in make_config)."
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(
+        descriptor,
+        f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode(),
+    )
+    _held_locks[key] = (descriptor, 1)
+    try:
+        yield
+    finally:
+        descriptor, depth = _held_locks[key]
+        if depth > 1:
+            _held_locks[key] = (descriptor, depth - 1)
+        else:
+            del _held_locks[key]
+            if created and [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                folder.rmdir()
+            os.close(descriptor)  # after the unlink: no other process can take a lock that is going away
+
+
+def checkpoint_processes(checkpoint: str | os.PathLike) -> int | None:
+    """How many processes trained `checkpoint`, from the random states transformers saves in it (one
+    `rng_state.pth` for one process, `rng_state_<rank>.pth` for each of several); None when it holds none."""
+    checkpoint = Path(checkpoint)
+    ranks = list(checkpoint.glob("rng_state_*.pth"))
+    if ranks:
+        return len(ranks)
+    return 1 if (checkpoint / "rng_state.pth").is_file() else None
+
+
+def check_processes(checkpoint: str | os.PathLike, processes: int) -> None:
+    """Raise `RunFolderError` when a resume from `checkpoint` would run in another number of processes.
+
+    The completions a step trains on are per process, and each process's random state is restored from its
+    own file: in another number of processes the run would change its batch and sample afresh.
+    """
+    made = checkpoint_processes(checkpoint)
+    if made is not None and made != processes:
+
+        def count(n: int) -> str:
+            return f"{n} process{'es' if n > 1 else ''}"
+
+        raise RunFolderError(
+            f"{Path(checkpoint).name} was trained in {count(made)} and this resume would run in {count(processes)}: "
+            f"resume it with --processes {made} (its steps train on the completions of {made} processes, "
+            "and each process's random state is restored from its own file), or start a new run in another "
+            "output folder."
+        )
 
 
 def write_model_card(config: Config, step: int) -> Path:

@@ -53,6 +53,7 @@ from helpers.runs import (
     latest_checkpoint,
     local_processes,
     prepare_run_folder,
+    run_folder_lock,
     world_size,
     write_model_card,
 )
@@ -465,6 +466,21 @@ def train(
     if model is None:
         check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
     main = is_main_process()
+    with run_folder_lock(config.training.output_dir) if main else contextlib.nullcontext():
+        return _train(config, resume, model, tokenizer, live_plot, progress, callbacks, main)
+
+
+def _train(
+    config: Config,
+    resume: bool | str,
+    model: Any,
+    tokenizer: Any,
+    live_plot: bool | None,
+    progress: bool,
+    callbacks: Sequence[Any],
+    main: bool,
+) -> TrainResult:
+    """`train` with the run folder held by this process (the main one)."""
     checkpoint = prepare_run_folder(config, resume, write=main)
     config = for_this_process(config)
     done = checkpoint_step(checkpoint) if checkpoint else 0

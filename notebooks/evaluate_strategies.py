@@ -93,7 +93,8 @@ def strategy(board):
 # ## Strategies from a run
 # The latest checkpoint of this machine's run (`outputs/<profile>`; an untrained model when there is
 # none) writes a few strategies, which join the pasted ones. This loads the model, so it is tagged
-# `gpu`; with the `cpu-tiny` profile it runs on a CPU against the tiny random model.
+# `gpu`; on a CPU it loads the `cpu` profile's SmolLM2-135M-Instruct (converted first if it is missing) and
+# its latest checkpoint in `outputs/cpu`.
 
 # %% tags=["gpu", "nbval-skip"]
 import os

@@ -13,6 +13,7 @@ import pytest
 
 from helpers import cli
 from helpers import model as model_module
+from helpers import runs as runs_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,17 @@ def test_settings_are_split_by_section():
         (["train", "--profile", "cpu-tiny", "--set", "lora_rank"], "--set takes key=value"),
         (["train", "--profile", "cpu-tiny", "--set", "board.size=4"], "unknown section 'board'"),
         (["train", "--profile", "cpu-tiny", "--set", "lora_rank=big"], "must be an int, not 'big'"),
-        (["train", "--output-dir", "{tmp}/none", "--resume"], "holds no run_config.json"),
+        (["train", "--output-dir", "{tmp}/none", "--resume"], "nothing to resume: {tmp}/none does not exist"),
+        (["train", "--output-dir", "{tmp}", "--resume"], "holds no run_config.json"),
+        (
+            ["train", "--set", "profile=h100"],
+            "--set 'profile=h100': the profile is chosen with --profile NAME",
+        ),
+        (["evaluate", "--set", "training.profile=cpu"], "the profile is chosen with --profile NAME"),
+        (
+            ["train", "--profile", "cpu-tiny", "--lr-scheduler-type", "cosin"],
+            "lr_scheduler_type must be one of linear",
+        ),
         (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "needs a CUDA GPU"),
         (
             ["train", "--profile", "cpu-tiny", "--max-steps", "0"],
@@ -81,7 +92,7 @@ def test_mistakes_end_in_one_line_without_a_traceback(argv, message, tmp_path, c
     status = cli.main([arg.replace("{tmp}", str(tmp_path)) for arg in argv])
     err = capsys.readouterr().err
     assert status == 2
-    assert err.startswith("error: ") and message in err
+    assert err.startswith("error: ") and message.replace("{tmp}", str(tmp_path)) in err
     assert "Traceback" not in err
     assert (
         not (tmp_path / "gpu").exists() and not (tmp_path / "outputs").exists()
@@ -416,6 +427,29 @@ def test_two_processes_train_one_run_that_rank_zero_speaks_for(tiny_model_dir, t
     )
     assert len(ours) == len(theirs) > 0  # each process logged its own share of the completions
     assert (output_dir / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert f"train --output-dir {output_dir} --processes 2 --resume --max-steps N" in result.stdout
+    # resumed in one process, its steps would train on half the completions with a fresh random state
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers",
+            "train",
+            "--output-dir",
+            str(output_dir),
+            "--resume",
+            "--max-steps",
+            "3",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert alone.returncode == 2, alone.stderr[-3000:]
+    assert "checkpoint-2 was trained in 2 processes and this resume would run in 1 process" in alone.stderr
+    assert "--processes 2" in alone.stderr and "Traceback" not in alone.stderr
 
 
 def json_lines(path):
@@ -515,6 +549,67 @@ def test_sigterm_saves_the_step_under_way_and_the_run_resumes_from_it(tmp_path):
     assert (checkpoint / COMPLETE_MARK).is_file() and 1 <= step < 200
     assert f"stopped by SIGTERM at step {step} of 200, saved in {checkpoint}" in out
     assert f"train --output-dir {folder} --resume" in out
+
+
+def test_an_8bit_optimiser_without_bitsandbytes_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--profile", "cpu-tiny", "--optim", "adamw_8bit", "--output-dir", "run"]) == 2
+    err = capsys.readouterr().err
+    assert "training.optim 'adamw_8bit' needs bitsandbytes" in err and "--optim adamw_torch" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from helpers.runs import run_folder_lock
+with run_folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_training_in_a_folder_in_use_is_refused_before_it_writes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(root=str(ROOT)), str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert cli.main(["train", "--profile", "cpu-tiny", "--output-dir", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} is in use by another training (process {holder.pid} on " in err
+        assert "--output-dir" in err and "Traceback" not in err
+        assert [path.name for path in folder.iterdir()] == [".training.lock"]  # no log, no run_config.json
+    finally:
+        holder.kill()
+        holder.wait()
+    with runs_module.run_folder_lock(folder):  # the kernel gave the dead holder's lock back
+        pass
+
+
+def test_the_folder_lock_nests_in_one_process_and_leaves_no_folder_it_made(tmp_path):
+    folder = tmp_path / "new"
+    with (
+        runs_module.run_folder_lock(folder),
+        runs_module.run_folder_lock(folder),
+    ):  # the CLI's hold, then train's
+        assert (folder / ".training.lock").is_file()
+    assert not folder.exists()  # a run refused inside the lock leaves nothing behind
+    folder.mkdir()
+    (folder / "train.log").write_text("kept")
+    with runs_module.run_folder_lock(folder):
+        pass
+    assert sorted(path.name for path in folder.iterdir()) == [".training.lock", "train.log"]
 
 
 def test_resume_of_a_folder_that_does_not_exist_says_so_and_makes_nothing(tmp_path, capsys, monkeypatch):

@@ -111,6 +111,13 @@ def test_generation_batch_divides_by_the_group_size_in_every_profile():
         assert (t.per_device_train_batch_size * t.gradient_accumulation_steps) % t.num_generations == 0
 
 
+def test_every_profile_trains_into_its_own_folder():
+    # The dashboard lists outputs/*/metrics.jsonl, and a GPU run never mixes with the compile cache or a CPU run.
+    for name, make in cfg.PROFILES.items():
+        assert make().output_dir == f"outputs/{name}"
+    assert cfg.TrainingConfig().output_dir == cfg.dgx_spark().output_dir
+
+
 def test_the_grpo_choices_are_explicit_with_trl_s_defaults():
     t = cfg.make_config("dgx-spark").training
     assert (t.loss_type, t.beta, t.scale_rewards, t.mask_truncated_completions) == (
@@ -143,3 +150,11 @@ def test_every_step_plays_its_own_games():
     assert cfg.training_seeds(rewards, 1) == (13, 14, 15)
     seen = [seed for step in range(50) for seed in cfg.training_seeds(rewards, step)]
     assert len(seen) == len(set(seen)) == 150
+
+
+def test_the_schedulers_checked_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+
+    assert tuple(kind.value for kind in SchedulerType) == cfg.LR_SCHEDULERS
+    with pytest.raises(ValueError, match="lr_scheduler_type must be one of linear, cosine, .* not 'cosin'"):
+        cfg.make_config("cpu-tiny", lr_scheduler_type="cosin")

@@ -212,6 +212,27 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
         runs.prepare_run_folder(config, resume=False)
 
 
+def test_a_resume_runs_in_as_many_processes_as_trained_its_checkpoint(tmp_path, monkeypatch):
+    config = make_config("cpu-tiny", output_dir=str(tmp_path / "fake"))
+    folder = fake_run(tmp_path, config)
+    for rank in (0, 1):
+        (folder / "checkpoint-2" / f"rng_state_{rank}.pth").write_bytes(b"")
+    assert runs.checkpoint_processes(folder / "checkpoint-2") == 2
+    with pytest.raises(
+        RunFolderError,
+        match="trained in 2 processes and this resume would run in 1 process: resume it with --processes 2",
+    ):
+        runs.prepare_run_folder(config, resume=True)
+    assert [record["step"] for record in read_metrics(folder)] == [1, 2, 3, 4]  # nothing was cut
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runs.prepare_run_folder(config, resume=True).name == "checkpoint-2"
+    for rank in (0, 1):
+        (folder / "checkpoint-2" / f"rng_state_{rank}.pth").unlink()
+    (folder / "checkpoint-2" / "rng_state.pth").write_bytes(b"")
+    with pytest.raises(RunFolderError, match="trained in 1 process and this resume would run in 2 processes"):
+        runs.prepare_run_folder(config, resume=True)
+
+
 def test_resume_needs_a_checkpoint(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "empty"))
     with pytest.raises(RunFolderError, match="nothing to resume: .* does not exist"):
