@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from helpers.config import GAME_PRESETS, PROFILES, Config, EvalConfig, GameConfig, field_docs, make_config
 from helpers.config import SECTIONS as CONFIG_SECTIONS
@@ -50,7 +50,7 @@ from helpers.heldout import (
     write_report,
 )
 from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics
-from helpers.model import ModelLoadError, check_loadable, load_model
+from helpers.model import ModelLoadError, check_loadable, cuda_available, load_model
 from helpers.runs import (
     RUN_CONFIG_FILE,
     RunFolderError,
@@ -279,6 +279,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if resumed is not None:
             check_processes(resumed, args.processes)
         command = launch_command(args.argv, args.processes)
+        if not cuda_available():
+            print(
+                f"no CUDA GPU: the {args.processes} processes share this machine's CPU, each generating its own "
+                "completions, so a step does more work in no less time (this path is here to be tested)",
+                flush=True,
+            )
         print("+ " + " ".join(command), flush=True)
         return _run_launcher(command)
     main_process = is_main_process()
@@ -293,6 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise RunFolderError(nothing_to_resume(config.training.output_dir))  # before a log makes the folder
     args.run_folder = config.training.output_dir  # for the advice after an interruption
     check_game(config)
+    check_batch_sizes(config, world_size())
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
     # Held from before the log starts: a second training in this folder is refused before it writes a line.
     with run_folder_lock(config.training.output_dir) if main_process else contextlib.nullcontext():
@@ -381,6 +388,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     with _settings_mistakes():
         check_report_folder(folder)  # before the model is loaded: the evaluation's results must land
+    check_loadable(config)  # before the log: a refused evaluation leaves nothing behind
     start_log(run or config.training.output_dir, args)
     start_reward_pool(config)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
@@ -439,6 +447,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = list(FORMATS) if args.format == "all" else [args.format]
     if args.output and len(formats) > 1:
         raise UsageError("--output names one folder: use it with a single --format")
+    check_loadable(config)  # before the log: a refused export leaves nothing behind
     start_log(run or config.training.output_dir, args)
     model, tokenizer = load_model(config, adapter=args.checkpoint)
     if args.format == "all":  # every format this model has, before any is written
@@ -646,9 +655,26 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, saying a mistake in one line instead of the whole usage (every setting is a flag: dozens of
+    lines) and pointing at `--help`; a flag spelt with underscores, as `--set` spells settings, gets its hyphens."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = [
+            arg for arg in message.partition("unrecognized arguments: ")[2].split() if arg.startswith("--")
+        ]
+        spelt = [arg.split("=")[0] for arg in unknown if "_" in arg]
+        hint = (
+            f" (flags are spelt with hyphens: {', '.join(a.replace('_', '-') for a in spelt)})"
+            if spelt
+            else ""
+        )
+        self.exit(2, f"error: {message}{hint}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m helpers` argument parser, one sub-command per task."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m helpers",
         description="gpt-oss-20b learns to write 2048 strategies with GRPO: train, evaluate, export, play.",
     )

@@ -130,7 +130,8 @@ class TrainingConfig:
     offload_embedding: bool = True
     """Keep the embedding matrix on the CPU (Unsloth) to save GPU memory."""
     max_seq_length: int = 768
-    """Prompt plus completion tokens."""
+    """Prompt plus completion tokens Unsloth prepares for (Unsloth only: the transformers + peft path of the
+    CPU profiles does not use it)."""
     lora_rank: int = 4
     """LoRA rank r."""
     lora_alpha: int = 8

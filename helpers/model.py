@@ -240,6 +240,11 @@ def check_loadable(config: Config | TrainingConfig) -> None:
         cpu().model_name,
         cpu_tiny().model_name,
     ):
+        if training.load_in_4bit and not cuda_available():
+            raise ModelLoadError(
+                f"load_in_4bit needs a CUDA GPU, and none was found: the {training.profile!r} profile loads "
+                f"{training.model_name} in full precision on a CPU, without --load-in-4bit."
+            )
         return  # made on first use
     _check_loadable(training, cuda_available())
 
