@@ -367,8 +367,17 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
     ensure_local_model(training)
     gpu = cuda_available()
     _check_loadable(training, gpu)
-    with quiet_loading():
-        loaded = _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
+    try:
+        with quiet_loading():
+            loaded = (
+                _load_with_unsloth(training, adapter) if unsloth else _load_with_peft(training, gpu, adapter)
+            )
+    except OSError as error:  # a hub id offline or unknown, a folder that cannot be read: said in one line
+        reason = " ".join(str(error).split())
+        raise ModelLoadError(
+            f"could not load {training.model_name}: {reason} (model_name takes a local folder or a Hugging Face id "
+            "that is in the cache or can be downloaded)"
+        ) from error
     steps = 0 if adapter is None else adapter_steps(adapter)
     if steps is not None:
         set_trained_steps(loaded[0], steps)

@@ -116,6 +116,22 @@ def test_cpu_never_takes_the_unsloth_path(monkeypatch):
     assert not model_module.import_unsloth_if_used(make_config("h100"))
 
 
+def test_a_model_that_cannot_be_fetched_is_one_line(tiny_model_dir, monkeypatch):
+    # transformers' own words for an unknown or unreachable hub id come as an OSError after its retries
+    def unreachable(*args):
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files,\nand couldn't find them"
+        )
+
+    monkeypatch.setattr(model_module, "_load_with_peft", unreachable)
+    config = make_config("cpu-tiny", model_name=str(tiny_model_dir))
+    with pytest.raises(
+        ModelLoadError,
+        match="could not load .*: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't",
+    ):
+        load_model(config)
+
+
 def test_a_folder_without_an_adapter_is_refused(tiny_model_dir, tmp_path):
     config = make_config("cpu-tiny", model_name=str(tiny_model_dir))
     with pytest.raises(ModelLoadError, match="holds no LoRA adapter"):
