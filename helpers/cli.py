@@ -56,6 +56,7 @@ from helpers.runs import (
     RunFolderError,
     check_output_folder,
     check_processes,
+    checkpoint_step,
     end_process_group,
     is_main_process,
     latest_checkpoint,
@@ -65,7 +66,14 @@ from helpers.runs import (
     world_size,
 )
 from helpers.sandbox import execute_strategy, extract_function
-from helpers.training import ConfigurationError, check_batch_sizes, check_game, start_reward_pool, train
+from helpers.training import (
+    ConfigurationError,
+    check_batch_sizes,
+    check_game,
+    check_optimiser,
+    start_reward_pool,
+    train,
+)
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -275,9 +283,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             config = build_config(args, saved_run=None if not args.resume else args.output_dir)
             check_batch_sizes(config, args.processes)
+        check_optimiser(config)
         resumed = latest_checkpoint(config.training.output_dir) if args.resume else None
-        if resumed is not None:
+        if resumed is not None and checkpoint_step(resumed) < config.training.max_steps:
             check_processes(resumed, args.processes)
+        check_output_folder(config)
+        with run_folder_lock(config.training.output_dir):
+            pass  # a folder in use is refused here, in one line, before any process starts (rank 0 holds it after)
+        os.environ[LAUNCHED_PROCESSES] = str(args.processes)  # the processes' advice names --processes
         command = launch_command(args.argv, args.processes)
         if not cuda_available():
             print(
@@ -301,6 +314,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_game(config)
     check_batch_sizes(config, world_size())
     check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
+    check_optimiser(config)
     # Held from before the log starts: a second training in this folder is refused before it writes a line.
     with run_folder_lock(config.training.output_dir) if main_process else contextlib.nullcontext():
         if main_process:
@@ -354,9 +368,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+LAUNCHED_PROCESSES = "HELPERS_LAUNCHED_PROCESSES"
+"""Set by `train --processes N` for the processes it launches: their advice may name `--processes N`."""
+
+
 def _processes() -> str:
-    """` --processes N` for a command that continues a run of several processes (a resume needs as many)."""
-    return f" --processes {world_size()}" if world_size() > 1 else ""
+    """` --processes N` for a command that continues a run that `--processes N` started (a resume needs as
+    many); a run started by another launch (`accelerate launch --config_file`, several hosts) is continued by
+    that launch again."""
+    return f" --processes {world_size()}" if os.environ.get(LAUNCHED_PROCESSES) == str(world_size()) else ""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -660,16 +680,23 @@ class _Parser(argparse.ArgumentParser):
     lines) and pointing at `--help`; a flag spelt with underscores, as `--set` spells settings, gets its hyphens."""
 
     def error(self, message: str) -> NoReturn:
-        unknown = [
-            arg for arg in message.partition("unrecognized arguments: ")[2].split() if arg.startswith("--")
+        unknown = [arg.split("=")[0] for arg in message.partition("unrecognized arguments: ")[2].split()]
+        spelt = [
+            arg.replace("_", "-")
+            for arg in unknown
+            if arg.startswith("--") and "_" in arg and arg.replace("_", "-") in self._option_string_actions
         ]
-        spelt = [arg.split("=")[0] for arg in unknown if "_" in arg]
-        hint = (
-            f" (flags are spelt with hyphens: {', '.join(a.replace('_', '-') for a in spelt)})"
-            if spelt
-            else ""
-        )
+        hint = f" (flags are spelt with hyphens: {', '.join(spelt)})" if spelt else ""
         self.exit(2, f"error: {message}{hint}; see {self.prog} --help\n")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parse_args`, with arguments no command knows refused by that command's parser (its `--help` lists them)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -778,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 1 failed, 2 a usage or setup mistake, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     args.argv = argv
     console, stdout = _console_handler(), sys.stdout
     terminate = _terminate_as_interrupt()

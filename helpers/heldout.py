@@ -273,6 +273,11 @@ def keep_earlier_report(folder: str | os.PathLike) -> Path | None:
     return kept
 
 
+TEXT_ERRORS = "backslashreplace"
+"""How the report writes text that is not valid Unicode (a lone surrogate in a completion): as its escape,
+rather than losing the whole evaluation at its last write."""
+
+
 def write_report(report: HeldOutReport, folder: str | os.PathLike) -> Path:
     """Write the strategies, `report.json`, `report.md`, `heldout.png` and `best.py` into `folder`.
 
@@ -289,15 +294,18 @@ def write_report(report: HeldOutReport, folder: str | os.PathLike) -> Path:
     for strategy in report.strategies:
         if strategy.source is not None:
             (folder / "strategies" / f"{strategy.name}.py").write_text(
-                strategy.source + "\n", encoding="utf-8"
+                strategy.source + "\n", encoding="utf-8", errors=TEXT_ERRORS
             )
-        (folder / "strategies" / f"{strategy.name}.txt").write_text(strategy.completion, encoding="utf-8")
+        (folder / "strategies" / f"{strategy.name}.txt").write_text(
+            strategy.completion, encoding="utf-8", errors=TEXT_ERRORS
+        )
     best = report.best("trained") or report.best("untrained")
     if best is not None and best.source is not None:
         (folder / BEST_FILE).write_text(
             f"# {best.name}: mean score {best.mean_score:,.0f} on held-out seeds "
             f"{report.seeds[0]}..{report.seeds[-1]}\n{best.source}\n",
             encoding="utf-8",
+            errors=TEXT_ERRORS,
         )
     data = {
         "seeds": report.seeds,
@@ -307,8 +315,12 @@ def write_report(report: HeldOutReport, folder: str | os.PathLike) -> Path:
         "strategies": [asdict(s) | {"mean_score": s.mean_score, "legal": s.legal} for s in report.strategies],
         "baselines": [asdict(b) for b in report.baselines],
     }
-    (folder / REPORT_FILE).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "report.md").write_text(markdown_table(summary_rows(report)) + "\n", encoding="utf-8")
+    (folder / REPORT_FILE).write_text(
+        json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8", errors=TEXT_ERRORS
+    )
+    (folder / "report.md").write_text(
+        markdown_table(summary_rows(report)) + "\n", encoding="utf-8", errors=TEXT_ERRORS
+    )
     figure = plot_heldout(report)
     figure.savefig(folder / "heldout.png", dpi=110)
     plt.close(figure)

@@ -231,11 +231,6 @@ def ensure_local_model(config: Config | TrainingConfig) -> Path | None:
 def check_loadable(config: Config | TrainingConfig) -> None:
     """Raise `ModelLoadError` now when this machine cannot load the configured model (writes nothing)."""
     training = _training(config)
-    if "8bit" in training.optim and importlib.util.find_spec("bitsandbytes") is None:
-        raise ModelLoadError(
-            f"training.optim {training.optim!r} needs bitsandbytes, which is not installed (and needs a CUDA GPU): "
-            "--optim adamw_torch, or install bitsandbytes"
-        )
     if training.profile in ("cpu", "cpu-tiny") and training.model_name in (
         cpu().model_name,
         cpu_tiny().model_name,
@@ -374,10 +369,12 @@ def load_model(config: Config | TrainingConfig, adapter: str | os.PathLike | Non
             )
     except OSError as error:  # a hub id offline or unknown, a folder that cannot be read: said in one line
         reason = " ".join(str(error).split())
-        raise ModelLoadError(
-            f"could not load {training.model_name}: {reason} (model_name takes a local folder or a Hugging Face id "
-            "that is in the cache or can be downloaded)"
-        ) from error
+        remedy = (  # transformers' own words for a model it cannot find carry no errno; a full disk does
+            " (model_name takes a local folder or a Hugging Face id that is in the cache or can be downloaded)"
+            if error.errno is None
+            else ""
+        )
+        raise ModelLoadError(f"could not load {training.model_name}: {reason}{remedy}") from error
     steps = 0 if adapter is None else adapter_steps(adapter)
     if steps is not None:
         set_trained_steps(loaded[0], steps)

@@ -10,12 +10,15 @@ keeps a second training out of a folder while one writes to it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -268,8 +271,9 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 + "\n  ".join(differences)
                 + "\nResume with the run's own settings, or start a new run in another output folder."
             )
-        check_processes(checkpoint, world_size())
         step = checkpoint_step(checkpoint)
+        if step < config.training.max_steps:  # a complete run is only read (the notebook takes its adapter)
+            check_processes(checkpoint, world_size())
         for path in (metrics_path(folder), completions_path(folder)):
             if write:
                 truncate_metrics(path, step)
@@ -280,6 +284,18 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 "command line, resume=True in Python. For a new run, another output folder: --output-dir, or "
                 "output_dir= in make_config."
             )
+        before = folder.parent  # where every GPU profile trained before each profile had its own folder
+        if write and folder.name == config.training.profile and (before / RUN_CONFIG_FILE).is_file():
+            earlier = latest_checkpoint(before)
+            if earlier is not None:
+                log.warning(
+                    "an earlier run is in %s (latest: %s), where GPU runs went before each profile had its own "
+                    "folder; this starts a new run in %s. To continue that one instead: --output-dir %s --resume",
+                    before,
+                    earlier.name,
+                    folder,
+                    before,
+                )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for old in (metrics_path(folder), completions_path(folder)):
             if write and old.is_file():
@@ -296,71 +312,107 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
     return checkpoint
 
 
-_held_locks: dict[Path, tuple[int, int]] = {}
-"""The run folders this process holds: their lock file's descriptor and how many holders nest."""
+_held_locks: dict[tuple[Path, int], tuple[int | None, int]] = {}
+"""The run folders this process holds, by folder and thread: the lock file's descriptor (None where the file
+system has no locks) and how many holders nest."""
+
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+"""What `flock` answers on a file system without locks (Lustre's default, NFS without lockd, some FUSE)."""
 
 
 @contextlib.contextmanager
 def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold `folder` for this process's training; raise `RunFolderError` while another training holds it.
+    """Hold `folder` for this training; raise `RunFolderError` while another training holds it.
 
     Two trainings in one folder would write their checkpoints over each other's and mix their logs. The
-    lock is the kernel's (`flock`), so a process that dies gives it back. Nested holds in one process (the
-    command line's, then `train`'s) share it. A folder this created and left holding only the lock file
-    (a run refused after all) is removed again.
+    lock is the kernel's (`flock`), so a process that dies gives it back; on a file system without locks the
+    training goes on with a warning. Nested holds in one thread (the command line's, then `train`'s) share
+    it; another thread of the same process is refused like another process. The folders this creates are
+    removed again if they are left holding only the lock file (a run refused after all).
     """
-    folder = Path(folder)
-    key = folder.resolve()
+    folder = Path(folder).absolute()
+    key = (folder.resolve(), threading.get_ident())
     if key in _held_locks:
-        descriptor, depth = _held_locks[key]
-        _held_locks[key] = (descriptor, depth + 1)
+        held, depth = _held_locks[key]
+        _held_locks[key] = (held, depth + 1)
         try:
             yield
         finally:
-            descriptor, depth = _held_locks[key]
-            _held_locks[key] = (descriptor, depth - 1)
+            held, depth = _held_locks[key]
+            _held_locks[key] = (held, depth - 1)
         return
-    created = not folder.exists()
+    created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    opened = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor: int | None = opened
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(descriptor, 200).decode("utf-8", "replace").strip()
-        os.close(descriptor)
-        raise RunFolderError(
-            f"{folder} is in use by another training ({holder or 'a process starting up'}): two trainings in "
-            "one folder would write over each other's checkpoints. Wait for it to end, or train into "
-            "another output folder (--output-dir, or output_dir= in make_config)."
-        ) from None
-    os.ftruncate(descriptor, 0)
-    os.write(
-        descriptor,
-        f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode(),
-    )
-    _held_locks[key] = (descriptor, 1)
+        try:
+            fcntl.flock(opened, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(opened, 200).decode("utf-8", "replace").strip()
+            raise RunFolderError(
+                f"{folder} is in use by another training ({holder or 'a process starting up'}): two trainings "
+                "in one folder would write over each other's checkpoints. Wait for it to end, or train into "
+                "another output folder (--output-dir, or output_dir= in make_config)."
+            ) from None
+        except OSError as error:
+            if error.errno not in NO_LOCKS:
+                raise
+            log.warning(
+                "%s has no file locks (%s): a second training in it would not be refused", folder, error
+            )
+            descriptor = None
+            os.close(opened)
+        _held_locks[key] = (descriptor, 1)
+        if descriptor is not None:
+            # who holds it, for a refusal's words; a full disk here changes nothing
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, 0)
+                os.write(
+                    descriptor,
+                    f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode(),
+                )
+    except BaseException:
+        _held_locks.pop(key, None)
+        if descriptor is not None:
+            os.close(descriptor)
+        _remove_if_only_the_lock(created)
+        raise
     try:
         yield
     finally:
-        descriptor, depth = _held_locks[key]
+        held, depth = _held_locks[key]
         if depth > 1:
-            _held_locks[key] = (descriptor, depth - 1)
+            _held_locks[key] = (held, depth - 1)
         else:
             del _held_locks[key]
-            if created and [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
-                path.unlink()
+            try:
+                _remove_if_only_the_lock(created)
+            finally:
+                if held is not None:
+                    os.close(held)  # after the removal: no other process takes a lock that is going away
+
+
+def _remove_if_only_the_lock(created: list[Path]) -> None:
+    """Remove the folders a lock created (deepest first) while they hold nothing but the lock file."""
+    for folder in created:
+        with contextlib.suppress(OSError):
+            if {entry.name for entry in folder.iterdir()} <= {LOCK_FILE}:
+                (folder / LOCK_FILE).unlink(missing_ok=True)
                 folder.rmdir()
-            os.close(descriptor)  # after the unlink: no other process can take a lock that is going away
 
 
 def checkpoint_processes(checkpoint: str | os.PathLike) -> int | None:
     """How many processes trained `checkpoint`, from the random states transformers saves in it (one
     `rng_state.pth` for one process, `rng_state_<rank>.pth` for each of several); None when it holds none."""
     checkpoint = Path(checkpoint)
-    ranks = list(checkpoint.glob("rng_state_*.pth"))
+    ranks = [
+        int(match[1])
+        for path in checkpoint.glob("rng_state_*.pth")
+        if (match := re.fullmatch(r"rng_state_(\d+)\.pth", path.name))
+    ]
     if ranks:
-        return len(ranks)
+        return max(ranks) + 1
     return 1 if (checkpoint / "rng_state.pth").is_file() else None
 
 
@@ -378,9 +430,9 @@ def check_processes(checkpoint: str | os.PathLike, processes: int) -> None:
 
         raise RunFolderError(
             f"{Path(checkpoint).name} was trained in {count(made)} and this resume would run in {count(processes)}: "
-            f"resume it with --processes {made} (its steps train on the completions of {made} processes, "
-            "and each process's random state is restored from its own file), or start a new run in another "
-            "output folder."
+            f"resume it in {count(made)} (--processes {made} on the command line, or the accelerate launch it was "
+            "started with; its steps train on the completions of every process, and each process's random state "
+            "is restored from its own file), or start a new run in another output folder."
         )
 
 

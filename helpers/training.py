@@ -15,6 +15,7 @@ the completions with the function extracted from each: the before/after picture 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -48,6 +49,7 @@ from helpers.model import (
 from helpers.prompts import chat_messages
 from helpers.rewards import reward_functions
 from helpers.runs import (
+    check_output_folder,
     checkpoint_step,
     is_main_process,
     latest_checkpoint,
@@ -122,6 +124,39 @@ def check_game(config: Config) -> None:
         from_config(config.game, seed=0)
     except ValueError as error:
         raise ConfigurationError(f"game settings: {error}") from None
+
+
+BNB_OPTIMISERS = frozenset(
+    {
+        "adamw_bnb_8bit",
+        "adamw_8bit",
+        "paged_adamw_32bit",
+        "paged_adamw_8bit",
+        "ademamix",
+        "ademamix_8bit",
+        "paged_ademamix_32bit",
+        "paged_ademamix_8bit",
+        "lion_32bit",
+        "lion_8bit",
+        "paged_lion_32bit",
+        "paged_lion_8bit",
+        "rmsprop_bnb",
+        "rmsprop_bnb_8bit",
+        "rmsprop_bnb_32bit",
+    }
+)
+"""transformers' optimisers that come from bitsandbytes (importing transformers to ask would come before
+Unsloth, which must be first; tests/test_training.py checks the two agree)."""
+
+
+def check_optimiser(config: Config) -> None:
+    """Raise `ConfigurationError` before anything loads when the optimiser's package is missing."""
+    optim = config.training.optim
+    if optim in BNB_OPTIMISERS and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigurationError(
+            f"training.optim {optim!r} comes from bitsandbytes, which is not installed here (it needs a CUDA GPU): "
+            "--optim adamw_torch, or install bitsandbytes"
+        )
 
 
 def check_batch_sizes(config: Config, num_processes: int = 1) -> int:
@@ -465,6 +500,8 @@ def train(
     check_game(config)
     if model is None:
         check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
+    check_optimiser(config)
+    check_output_folder(config)  # before the lock makes the folder
     main = is_main_process()
     with run_folder_lock(config.training.output_dir) if main else contextlib.nullcontext():
         return _train(config, resume, model, tokenizer, live_plot, progress, callbacks, main)

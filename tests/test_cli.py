@@ -64,13 +64,13 @@ def test_settings_are_split_by_section():
             ["train", "--profile", "cpu-tiny", "--lr-scheduler-type", "cosin"],
             "lr_scheduler_type must be one of linear",
         ),
-        (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "needs a CUDA GPU"),
+        (["train", "--profile", "dgx-spark", "--output-dir", "{tmp}/gpu"], "profile 'dgx-spark' loads"),
         (["train", "--profile", "cpu-tiny", "--load-in-4bit", "true"], "load_in_4bit needs a CUDA GPU"),
         (
             ["train", "--profile", "cpu-tiny", "--num-generations", "3"],
             "not a multiple of num_generations (3)",
         ),
-        (["evaluate", "--profile", "dgx-spark"], "needs a CUDA GPU"),
+        (["evaluate", "--profile", "dgx-spark"], "profile 'dgx-spark' loads"),
         (
             ["train", "--profile", "cpu-tiny", "--max-steps", "0"],
             "training.max_steps must be at least 1, not 0",
@@ -570,7 +570,7 @@ def test_an_8bit_optimiser_without_bitsandbytes_is_refused_before_anything_is_wr
     monkeypatch.chdir(tmp_path)
     assert cli.main(["train", "--profile", "cpu-tiny", "--optim", "adamw_8bit", "--output-dir", "run"]) == 2
     err = capsys.readouterr().err
-    assert "training.optim 'adamw_8bit' needs bitsandbytes" in err and "--optim adamw_torch" in err
+    assert "training.optim 'adamw_8bit' comes from bitsandbytes" in err and "--optim adamw_torch" in err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
 
 
@@ -617,6 +617,57 @@ def test_the_folder_lock_nests_in_one_process_and_leaves_no_folder_it_made(tmp_p
     with runs_module.run_folder_lock(folder):
         pass
     assert sorted(path.name for path in folder.iterdir()) == [".training.lock", "train.log"]
+
+
+def test_a_file_system_without_locks_trains_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    folder = tmp_path / "nfs" / "run"
+    with caplog.at_level("WARNING"), runs_module.run_folder_lock(folder):
+        assert folder.is_dir()
+    assert "has no file locks" in caplog.text and "would not be refused" in caplog.text
+    assert not (tmp_path / "nfs").exists()  # both folders it made, held nothing: removed
+    before = len(os.listdir("/dev/fd"))  # and no descriptor is kept
+    with runs_module.run_folder_lock(folder):
+        pass
+    assert len(os.listdir("/dev/fd")) == before
+
+
+def test_another_thread_of_the_same_process_is_refused_like_another_process(tmp_path):
+    import threading
+
+    folder, said = tmp_path / "run", []
+
+    def second():
+        try:
+            with runs_module.run_folder_lock(folder):
+                said.append("let in")
+        except runs_module.RunFolderError as error:
+            said.append(str(error))
+
+    with runs_module.run_folder_lock(folder):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert said and "is in use by another training (process" in said[0]
+
+
+def test_the_python_api_refuses_an_output_folder_that_is_a_file_before_making_anything(tmp_path, monkeypatch):
+    from helpers.config import make_config
+    from helpers.training import train
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(runs_module.RunFolderError, match="the output folder afile is a file"):
+        train(make_config("cpu-tiny", output_dir="afile"))
+    with pytest.raises(runs_module.RunFolderError, match="nothing to resume"):
+        train(make_config("cpu-tiny", output_dir="outputs/new/run"), resume=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
 
 
 def test_resume_of_a_folder_that_does_not_exist_says_so_and_makes_nothing(tmp_path, capsys, monkeypatch):

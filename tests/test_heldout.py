@@ -149,3 +149,15 @@ def test_the_plot_has_one_column_per_model_and_a_line_per_baseline():
     assert [label.get_text().split("\n")[0] for label in ax.get_xticklabels()] == ["untrained", "trained"]
     assert {line.get_label().split(" ")[0] for line in ax.get_lines()} >= {"random", "greedy"}
     plt.close(figure)
+
+
+def test_a_completion_that_is_not_unicode_costs_the_report_nothing(tmp_path):
+    from dataclasses import replace
+
+    report = make_report()
+    broken = replace(report.strategies[1], completion="nothing \ud800 here")  # a lone surrogate
+    report = replace(report, strategies=[report.strategies[0], broken, report.strategies[2]])
+    folder = write_report(report, tmp_path / "heldout")
+    assert (folder / "strategies" / "untrained-02.txt").read_text() == "nothing \\ud800 here"
+    data = json.loads((folder / "report.json").read_text())
+    assert data["strategies"][1]["completion"] == "nothing \ud800 here" and (folder / BEST_FILE).is_file()

@@ -220,7 +220,7 @@ def test_a_resume_runs_in_as_many_processes_as_trained_its_checkpoint(tmp_path, 
     assert runs.checkpoint_processes(folder / "checkpoint-2") == 2
     with pytest.raises(
         RunFolderError,
-        match="trained in 2 processes and this resume would run in 1 process: resume it with --processes 2",
+        match=r"trained in 2 processes and this resume would run in 1 process: resume it in 2 processes \(--processes 2",
     ):
         runs.prepare_run_folder(config, resume=True)
     assert [record["step"] for record in read_metrics(folder)] == [1, 2, 3, 4]  # nothing was cut
@@ -231,6 +231,18 @@ def test_a_resume_runs_in_as_many_processes_as_trained_its_checkpoint(tmp_path, 
     (folder / "checkpoint-2" / "rng_state.pth").write_bytes(b"")
     with pytest.raises(RunFolderError, match="trained in 1 process and this resume would run in 2 processes"):
         runs.prepare_run_folder(config, resume=True)
+    # a complete run is only read (the notebook takes its adapter in one process), whatever trained it
+    assert runs.prepare_run_folder(replace_steps(config, 2), resume=True).name == "checkpoint-2"
+    # ranks 0..3 trained it, whichever files a cut save left
+    (folder / "checkpoint-2" / "rng_state_3.pth").write_bytes(b"")
+    assert runs.checkpoint_processes(folder / "checkpoint-2") == 4
+
+
+def test_the_bitsandbytes_optimisers_are_transformers_own():
+    trainer_optimizer = pytest.importorskip("transformers.trainer_optimizer")
+    from helpers.training import BNB_OPTIMISERS
+
+    assert {name.value for name in trainer_optimizer._BITSANDBYTES_OPTIMIZERS} == BNB_OPTIMISERS
 
 
 def test_resume_needs_a_checkpoint(tmp_path):
