@@ -34,7 +34,14 @@ from helpers.config import (
     as_dict,
     make_config,
 )
-from helpers.metrics import completions_path, learning_line, metrics_path, read_metrics, truncate_metrics
+from helpers.metrics import (
+    completions_path,
+    learning_line,
+    metrics_path,
+    rank_completions_paths,
+    read_metrics,
+    truncate_metrics,
+)
 from helpers.prompts import build_prompt
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -274,8 +281,12 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
         step = checkpoint_step(checkpoint)
         if step < config.training.max_steps:  # a complete run is only read (the notebook takes its adapter)
             check_processes(checkpoint, world_size())
-        for path in (metrics_path(folder), completions_path(folder)):
-            if write:
+        for path in (
+            metrics_path(folder),
+            completions_path(folder),
+            *rank_completions_paths(folder),
+        ):
+            if write:  # every process's completions, so that no step is logged twice when it is trained again
                 truncate_metrics(path, step)
     else:
         if checkpoint is not None:

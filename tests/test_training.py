@@ -198,11 +198,15 @@ def test_resume_may_change_the_length_of_the_run(tmp_path):
     fake_run(tmp_path, config, steps=(2, 10), logged=12)
     for step in range(1, 13):
         append_metrics(tmp_path / "fake" / "completions.jsonl", {"step": step, "completion": "x"})
+        append_metrics(tmp_path / "fake" / "completions-rank1.jsonl", {"step": step, "completion": "y"})
     longer = replace_steps(config, 50)
     assert runs.prepare_run_folder(longer, resume=True).name == "checkpoint-10"
     assert [record["step"] for record in read_metrics(tmp_path / "fake")] == list(range(1, 11))
-    completions = read_metrics(tmp_path / "fake" / "completions.jsonl")
-    assert [record["step"] for record in completions] == list(range(1, 11))  # steps 11-12 are trained again
+    for log in ("completions.jsonl", "completions-rank1.jsonl"):  # every process's own log
+        completions = read_metrics(tmp_path / "fake" / log)
+        assert [record["step"] for record in completions] == list(
+            range(1, 11)
+        )  # steps 11-12 are trained again
 
 
 def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
