@@ -54,7 +54,6 @@ from helpers.model import ModelLoadError, check_loadable, cuda_available, load_m
 from helpers.runs import (
     RUN_CONFIG_FILE,
     RunFolderError,
-    check_output_folder,
     check_processes,
     checkpoint_step,
     end_process_group,
@@ -66,14 +65,7 @@ from helpers.runs import (
     world_size,
 )
 from helpers.sandbox import execute_strategy, extract_function
-from helpers.training import (
-    ConfigurationError,
-    check_batch_sizes,
-    check_game,
-    check_optimiser,
-    start_reward_pool,
-    train,
-)
+from helpers.training import ConfigurationError, check_trainable, start_reward_pool, train
 
 SECTIONS = ("game", "sandbox", "rewards")
 """`--set` prefixes that address a section other than training (`game.size=4`)."""
@@ -280,14 +272,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.processes is not None and args.processes < 1:
         raise UsageError(f"--processes must be at least 1, not {args.processes}")
     if (args.processes or 1) > 1 and "LOCAL_RANK" not in os.environ:
-        with _settings_mistakes():
-            config = build_config(args, saved_run=None if not args.resume else args.output_dir)
-            check_batch_sizes(config, args.processes)
-        check_optimiser(config)
+        config = build_config(args, saved_run=None if not args.resume else args.output_dir)
+        check_trainable(config, args.processes)
         resumed = latest_checkpoint(config.training.output_dir) if args.resume else None
         if resumed is not None and checkpoint_step(resumed) < config.training.max_steps:
             check_processes(resumed, args.processes)
-        check_output_folder(config)
         with run_folder_lock(config.training.output_dir):
             pass  # a folder in use is refused here, in one line, before any process starts (rank 0 holds it after)
         os.environ[LAUNCHED_PROCESSES] = str(args.processes)  # the processes' advice names --processes
@@ -307,14 +296,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _settings_mistakes():
             resume_from = args.output_dir or make_config(args.profile).training.output_dir
     config = build_config(args, saved_run=resume_from)
-    check_output_folder(config)
+    check_trainable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
     if args.resume is True and latest_checkpoint(config.training.output_dir) is None:
         raise RunFolderError(nothing_to_resume(config.training.output_dir))  # before a log makes the folder
     args.run_folder = config.training.output_dir  # for the advice after an interruption
-    check_game(config)
-    check_batch_sizes(config, world_size())
-    check_loadable(config)  # before the run's folder and log exist: a refused run leaves nothing behind
-    check_optimiser(config)
     # Held from before the log starts: a second training in this folder is refused before it writes a line.
     with run_folder_lock(config.training.output_dir) if main_process else contextlib.nullcontext():
         if main_process:

@@ -42,19 +42,6 @@ def completions_path(output_dir: str | os.PathLike, rank: str | None = None) -> 
     return Path(output_dir) / name
 
 
-def rank_completions_paths(output_dir: str | os.PathLike) -> list[Path]:
-    """The completions logs of processes 1, 2, ... of a run of several (`completions_path(..., rank)`)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    named = {
-        completions_path(folder, str(rank)).name: rank for rank in range(1, 1 + len(list(folder.iterdir())))
-    }
-    return sorted(
-        (path for path in folder.iterdir() if path.name in named), key=lambda path: named[path.name]
-    )
-
-
 def _json_value(value: Any) -> Any:
     """Numbers as floats (NaN and infinities as None, which JSON can hold), the rest unchanged."""
     if isinstance(value, bool) or value is None or isinstance(value, str):

@@ -38,7 +38,6 @@ from helpers.metrics import (
     completions_path,
     learning_line,
     metrics_path,
-    rank_completions_paths,
     read_metrics,
     truncate_metrics,
 )
@@ -281,12 +280,10 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
         step = checkpoint_step(checkpoint)
         if step < config.training.max_steps:  # a complete run is only read (the notebook takes its adapter)
             check_processes(checkpoint, world_size())
-        for path in (
-            metrics_path(folder),
-            completions_path(folder),
-            *rank_completions_paths(folder),
-        ):
-            if write:  # every process's completions, so that no step is logged twice when it is trained again
+        # every process's completions log too, so that no step is logged twice when it is trained again
+        ranks = sorted(folder.glob(completions_path(folder, "*").name))
+        for path in (metrics_path(folder), completions_path(folder), *ranks):
+            if write:
                 truncate_metrics(path, step)
     else:
         if checkpoint is not None:

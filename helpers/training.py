@@ -159,6 +159,18 @@ def check_optimiser(config: Config) -> None:
         )
 
 
+def check_trainable(config: Config, processes: int | None = None, loading: bool = True) -> None:
+    """Everything that refuses a training before anything is written (the command line runs it before its log
+    starts, `train` before it takes the run folder): the output folder, the game, the batch sizes for
+    `processes` (this run's, by default), the model (when `loading` it) and the optimiser's package."""
+    check_output_folder(config)
+    check_game(config)
+    check_batch_sizes(config, world_size() if processes is None else processes)
+    if loading:
+        check_loadable(config)
+    check_optimiser(config)
+
+
 def check_batch_sizes(config: Config, num_processes: int = 1) -> int:
     """The generation batch (completions per optimiser step); raises if TRL would refuse it.
 
@@ -496,12 +508,9 @@ def train(
     when there is one (the notebook's choice: running its cells again continues the run, never overwrites it).
     """
 
-    check_batch_sizes(config, world_size())
-    check_game(config)
-    if model is None:
-        check_loadable(config)  # before the run's folder is touched: a refused run leaves nothing behind
-    check_optimiser(config)
-    check_output_folder(config)  # before the lock makes the folder
+    check_trainable(
+        config, loading=model is None
+    )  # before the lock makes the folder: a refused run leaves nothing
     main = is_main_process()
     with run_folder_lock(config.training.output_dir) if main else contextlib.nullcontext():
         return _train(config, resume, model, tokenizer, live_plot, progress, callbacks, main)
