@@ -34,7 +34,7 @@
 # %% [markdown]
 # ## Environment check
 # The versions that matter, and the hardware profile picked for this machine and why (set the
-# environment variable `GPT_OSS_2048_PROFILE` to `dgx-spark`, `h100`, `cpu` or `cpu-tiny` to choose).
+# environment variable `GPT_OSS_2048_PROFILE` to `dgx-spark`, `h100`, `h200`, `cpu` or `cpu-tiny` to choose).
 
 # %%
 import platform
@@ -69,7 +69,7 @@ print(f"profile: {profile} ({reason})")
 # - `lora_rank` / `lora_alpha`: adapter size and scale (r=4, alpha 8 in the original). A higher rank
 #   can learn more, with more memory and a larger adapter file.
 # - `load_in_4bit`: 4-bit base weights take about a quarter of the memory of 16-bit ones; the `h100`
-#   profile loads 16-bit weights, which large-memory GPUs can afford.
+#   and `h200` profiles load 16-bit weights, which large-memory GPUs can afford.
 # - `learning_rate`: 5e-5 with linear decay in the original; higher learns faster and less stably.
 # - `game={"size": 6, "target": 2048, "keymap": "bepo"}`: the game; the prompt follows it.
 # - `rewards={"graded": True}`: add the graded reward (score against random play; see *Baselines*).

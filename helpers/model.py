@@ -32,7 +32,7 @@ from helpers.runs import COMPLETE_MARK, checkpoints
 from helpers.smollm import ensure_small_model
 from helpers.tiny_model import make_tiny_model
 
-GPU_PROFILES = ("dgx-spark", "h100")
+GPU_PROFILES = ("dgx-spark", "h100", "h200")
 """Profiles that load gpt-oss-20b and so need a CUDA GPU."""
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -1,5 +1,7 @@
 """The configuration: profiles, detection, overrides and their errors."""
 
+from dataclasses import fields
+
 import pytest
 
 from helpers import config as cfg
@@ -95,6 +97,8 @@ def test_environment_variable_selects_the_profile(monkeypatch):
         ([], "cpu"),
         ([("NVIDIA GB10", 0)], "dgx-spark"),
         ([("NVIDIA H100 80GB HBM3", 81559)], "h100"),
+        ([("NVIDIA GH200 96GB HBM3", 97871)], "h100"),
+        ([("NVIDIA H200", 143771)], "h200"),
         ([("NVIDIA L4", 23034)], "dgx-spark"),
     ],
 )
@@ -109,6 +113,16 @@ def test_generation_batch_divides_by_the_group_size_in_every_profile():
     for make in cfg.PROFILES.values():
         t = make()
         assert (t.per_device_train_batch_size * t.gradient_accumulation_steps) % t.num_generations == 0
+
+
+def test_the_h200_profile_is_the_h100_one_without_gradient_checkpointing():
+    # Measured on four H200s (RESULTS.md, "Four H200s, and gradient checkpointing off"): the only difference.
+    h100, h200 = cfg.h100(), cfg.h200()
+    differ = {f.name for f in fields(h100) if getattr(h100, f.name) != getattr(h200, f.name)}
+    assert differ == {"profile", "output_dir", "gradient_checkpointing"}
+    assert (h100.gradient_checkpointing, h200.gradient_checkpointing) == ("unsloth", "false")
+    # 92-94 GiB were measured without checkpointing: an 80 GB H100 (or a 96 GB GH200) keeps the h100 profile.
+    assert 97871 < cfg.H200_MIB <= 143771
 
 
 def test_every_profile_trains_into_its_own_folder():
