@@ -306,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             log_path = start_log(config.training.output_dir, args)
         else:
             logging.getLogger("helpers").setLevel(logging.WARNING)  # rank 0 speaks for the run
-        processes = f" in {world_size()} processes" if world_size() > 1 else ""
+        processes = f" ({world_size()} processes, these settings in each)" if world_size() > 1 else ""
         say(f"profile {config.training.profile}: {config.profile_reason}{processes}")
         if main_process:
             say(f"log: {log_path}")

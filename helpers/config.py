@@ -411,7 +411,7 @@ def detect_profile() -> tuple[str, str]:
     if mem >= H200_MIB:
         return (
             "h200",
-            f"{name} with {mem / 1024:.0f} GiB: 16-bit weights, 256 completions per step, no checkpointing",
+            f"{name} with {mem / 1024:.0f} GiB: 16-bit weights and 256 completions per step, without gradient checkpointing",
         )
     if mem >= 70 * 1024:
         return "h100", f"{name} with {mem / 1024:.0f} GiB: 16-bit weights and 256 completions per step"

@@ -424,7 +424,7 @@ def test_two_processes_train_one_run_that_rank_zero_speaks_for(tiny_model_dir, t
     assert lines[1].startswith("+ ") and "accelerate.commands.launch" in lines[1]  # the command it launched
     assert sum(line.startswith("trained to step 2") for line in lines) == 1
     assert sum(line.startswith("profile cpu-tiny") for line in lines) == 1
-    assert "in 2 processes" in result.stdout
+    assert "(2 processes, these settings in each)" in result.stdout
     log = (output_dir / "train.log").read_text()
     assert log.count("step 1/2 reward") == 1 and log.count("step 2/2 reward") == 1
     assert [r["step"] for r in json_lines(output_dir / "metrics.jsonl")] == [1, 2]
