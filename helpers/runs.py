@@ -95,6 +95,33 @@ def local_processes() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
+def rank_console(output_dir: str | os.PathLike) -> Path | None:
+    """In a process of rank N > 0, send standard output to `<output_dir>/console-rank<N>.log`, appended.
+
+    Every process of a several-GPU run prints the same banners (Unsloth, about 18 lines each); rank 0 speaks
+    for the run, so the others' standard output goes to a file of their own, where nothing is lost. Their
+    standard error (warnings, errors, tracebacks) still reaches the console. Returns the file; None in rank 0,
+    or where the file cannot be opened (a warning says so, and the output stays on the console).
+    """
+    rank = process_rank()
+    if rank == 0:
+        return None
+    path = Path(output_dir) / f"console-rank{rank}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as error:
+        log.warning("rank %d prints on the console: %s cannot be opened (%s)", rank, path, error)
+        return None
+    sys.stdout.flush()
+    # the descriptor itself, so that what C libraries print goes there too
+    os.dup2(descriptor, sys.stdout.fileno())
+    os.close(descriptor)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"=== {started} rank {rank} of {world_size()}: this process's standard output", flush=True)
+    return path
+
+
 def end_process_group() -> None:
     """Close the group of training processes that accelerate opened, as torch asks before they exit."""
     distributed = sys.modules.get("torch.distributed")

@@ -433,6 +433,9 @@ def test_two_processes_train_one_run_that_rank_zero_speaks_for(tiny_model_dir, t
         json_lines(output_dir / "completions-rank1.jsonl"),
     )
     assert len(ours) == len(theirs) > 0  # each process logged its own share of the completions
+    # rank 1's standard output went to its own file, not the console
+    assert (output_dir / "console-rank1.log").read_text().startswith("=== ")
+    assert "rank 1 of 2: this process's standard output" in (output_dir / "console-rank1.log").read_text()
     assert (output_dir / "checkpoint-2" / "adapter_model.safetensors").is_file()
     assert f"train --output-dir {output_dir} --processes 2 --resume --max-steps N" in result.stdout
     # resumed in one process, its steps would train on half the completions with a fresh random state
@@ -602,6 +605,51 @@ def test_a_second_training_in_a_folder_in_use_is_refused_before_it_writes(tmp_pa
         holder.wait()
     with runs_module.run_folder_lock(folder):  # the kernel gave the dead holder's lock back
         pass
+
+
+RANK_CONSOLE_PROBE = """
+import os, sys
+from helpers.runs import rank_console
+print("path:", rank_console(sys.argv[1]), flush=True)
+print("a banner")
+sys.stdout.flush()
+os.write(1, b"from C\\n")
+print("a warning", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("rank", ["0", "3"])
+def test_ranks_above_zero_print_into_a_file_of_their_own(tmp_path, rank):
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": rank, "WORLD_SIZE": "4"}
+    for _ in range(2):  # a second start (a resume) appends
+        result = subprocess.run(
+            [sys.executable, "-c", RANK_CONSOLE_PROBE, str(folder)], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "a warning\n"  # warnings and errors still reach the console
+    file = folder / f"console-rank{rank}.log"
+    if rank == "0":
+        assert result.stdout == "path: None\na banner\nfrom C\n" and not file.exists()
+    else:
+        assert result.stdout == ""
+        text = file.read_text()
+        assert text.count("rank 3 of 4: this process's standard output") == 2
+        assert text.count("a banner\nfrom C\n") == 2 and f"path: {file}" in text
+
+
+def test_a_rank_whose_console_file_cannot_be_opened_keeps_the_console(tmp_path):
+    (tmp_path / "run").write_text("a file where the folder would be")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": "1", "WORLD_SIZE": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", RANK_CONSOLE_PROBE, str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "path: None\na banner\nfrom C\n"
+    assert "rank 1 prints on the console" in result.stderr
 
 
 def test_the_folder_lock_nests_in_one_process_and_leaves_no_folder_it_made(tmp_path):
