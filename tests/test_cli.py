@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -460,6 +461,53 @@ def test_two_processes_train_one_run_that_rank_zero_speaks_for(tiny_model_dir, t
     assert alone.returncode == 2, alone.stderr[-3000:]
     assert "checkpoint-2 was trained in 2 processes and this resume would run in 1 process" in alone.stderr
     assert "--processes 2" in alone.stderr and "Traceback" not in alone.stderr
+
+
+@pytest.mark.slow
+def test_two_machines_sharing_the_run_folder_train_one_run(tiny_model_dir, tmp_path):
+    # Past one host (README, "Several GPUs"): accelerate's own launcher on each machine, here two on localhost
+    # that share the output folder as machines would share a file system; one process on each.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    output_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    machines = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+                *("--num_machines", "2", "--machine_rank", str(machine), "--main_process_ip", "127.0.0.1"),
+                *("--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"),
+                *("-m", "helpers", "train", "--profile", "cpu-tiny", "--max-steps", "2"),
+                *("--output-dir", str(output_dir), "--model-name", str(tiny_model_dir), "--no-progress"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for machine in (0, 1)
+    ]
+    (first_out, first_err), (second_out, second_err) = (
+        machine.communicate(timeout=300) for machine in machines
+    )
+    assert [machine.returncode for machine in machines] == [0, 0], first_err[-2000:] + second_err[-2000:]
+    assert sum(line.startswith("trained to step 2") for line in first_out.splitlines()) == 1
+    assert "(2 processes, these settings in each)" in first_out
+    assert second_out == ""  # the second machine's process is rank 1: its output is in console-rank1.log
+    assert "rank 1 of 2" in (output_dir / "console-rank1.log").read_text()
+    assert [r["step"] for r in json_lines(output_dir / "metrics.jsonl")] == [1, 2]
+    assert len(json_lines(output_dir / "completions.jsonl")) == len(
+        json_lines(output_dir / "completions-rank1.jsonl")
+    )
+    checkpoint = output_dir / "checkpoint-2"
+    assert sorted(p.name for p in checkpoint.glob("rng_state_*.pth")) == [
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    ]
+    assert runs_module.checkpoint_processes(checkpoint) == 2
 
 
 def json_lines(path):
