@@ -517,6 +517,8 @@ def _set_limits(memory_mb: int, game_timeout: float) -> None:
         (getattr(resource, "RLIMIT_NPROC", None), 0, 0),
         (getattr(resource, "RLIMIT_RTPRIO", None), 0, 0),  # no real-time scheduling, whatever the host grants
         (getattr(resource, "RLIMIT_NICE", None), 0, 0),  # no priority above the trainer's
+        # no POSIX timers or queued signals (kernel memory outside RLIMIT_AS); the kernel's own signals pass
+        (getattr(resource, "RLIMIT_SIGPENDING", None), 0, 0),
         (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
     ]
@@ -541,6 +543,12 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
         os.close(page_fd)
         job = pickle.loads(data)
         del data
+        # Descriptors 0-2 of its own: the template's /dev/null is one open file shared by every job, and a lock
+        # a job attached to it (flock, F_OFD_SETLK) outlived the job, piling up and passing notes to later jobs.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
         walls.enter_root(plan)
         os.dup2(result_fd, 3)
         if life_fd is not None:

@@ -62,6 +62,18 @@ def append_metrics(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     append_records(path, [record])
 
 
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+"""Characters `str.splitlines` (and other readers) take for line ends, which JSON leaves as they are."""
+
+
+def _json_line(record: Mapping[str, Any]) -> str:
+    """One record as one line of JSON, the characters some readers split lines at written as escapes."""
+    text = json.dumps(record, ensure_ascii=False)
+    for char, escape in _LINE_BREAKS.items():
+        text = text.replace(char, escape)  # only inside strings, where the escape reads back the same
+    return text + "\n"
+
+
 def append_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
     """Append records as JSON lines in one write (the folder is created if needed).
 
@@ -71,8 +83,7 @@ def append_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(
-        json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False) + "\n"
-        for record in records
+        _json_line({key: _json_value(value) for key, value in record.items()}) for record in records
     )
     with path.open("a", encoding="utf-8", errors="backslashreplace") as file:
         file.write(lines)
@@ -81,7 +92,8 @@ def append_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records of a metrics log, oldest first; [] when it does not exist.
 
-    A line cut short by a killed process (the last one) is skipped rather than failing the read.
+    A line cut short by a killed process (the last one) is skipped rather than failing the read, and so is
+    one that holds no record (a line of a log written before `_json_line` escaped its line breaks).
     """
     path = Path(path)
     if path.is_dir():
@@ -89,13 +101,15 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
@@ -111,7 +125,7 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
         partial = path.with_name(path.name + ".partial")
         try:
             partial.write_text(
-                "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept),
+                "".join(_json_line(record) for record in kept),
                 encoding="utf-8",
                 errors="backslashreplace",
             )

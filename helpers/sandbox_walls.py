@@ -209,6 +209,14 @@ _SYSCALLS = {  # name: (x86-64, aarch64); None where the architecture has no suc
     "sched_setattr": (314, 274),
     "sched_setaffinity": (203, 122),
     "ioprio_set": (251, 30),
+    "io_setup": (206, 0),  # kernel AIO: one io_setup could take the whole host's fs.aio-max-nr
+    "io_destroy": (207, 1),
+    "io_submit": (209, 2),
+    "io_cancel": (210, 3),
+    "io_getevents": (208, 4),
+    "io_pgetevents": (333, 292),
+    "sync": (162, 81),  # the host's disks written back at a job's will
+    "syncfs": (306, 267),
     "rt_sigaction": (13, 134),
     "open": (2, None),
     "creat": (85, None),

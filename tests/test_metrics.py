@@ -219,3 +219,35 @@ def test_a_record_with_text_that_is_not_unicode_costs_no_other_record(tmp_path):
     assert "é ok" in path.read_text(encoding="utf-8")  # readable text stays readable
     metrics.truncate_metrics(path, 1)  # and a resume can rewrite it
     assert metrics.read_metrics(path) == [broken, honest]
+
+
+def test_a_completion_with_line_separators_stays_one_record_and_a_resume_reads_it(tmp_path):
+    # Red team 16: U+2028, U+2029 and U+0085 went into the log as they were, and the reader split lines at them:
+    # the record was lost, and a piece such as `1` (JSON, not a record) made the resume fail.
+    path = tmp_path / "completions.jsonl"
+    hostile = {"step": 1, "completion": "def strategy(board):\n    return 'a'\n\u20281\u2028 \u2029[]\x85"}
+    metrics.append_records(path, [hostile, {"step": 2, "completion": "ok"}])
+    assert path.read_text(encoding="utf-8").count("\n") == 2
+    assert not set("\u2028\u2029\x85") & set(path.read_text(encoding="utf-8"))
+    assert metrics.read_metrics(path) == [hostile, {"step": 2, "completion": "ok"}]
+    assert metrics.truncate_metrics(path, 1) == 1
+    assert metrics.read_metrics(path) == [hostile]
+    assert path.read_text(encoding="utf-8").count("\n") == 1
+
+
+def test_a_log_written_before_the_escapes_still_reads_and_resumes(tmp_path):
+    # An older log holds the raw separators, and a line that is JSON but no record; neither fails the read.
+    path = tmp_path / "completions.jsonl"
+    raw = json.dumps({"step": 1, "completion": "a\u20281\u2028b"}, ensure_ascii=False)
+    path.write_text(raw + "\n1\n[2]\n" + json.dumps({"step": 2}) + "\n", encoding="utf-8")
+    assert metrics.read_metrics(path) == [{"step": 1, "completion": "a\u20281\u2028b"}, {"step": 2}]
+    assert metrics.truncate_metrics(path, 1) == 1
+
+
+def test_a_line_cut_in_the_middle_of_a_character_is_skipped(tmp_path):
+    # A process killed mid-write can leave half of a UTF-8 character at the end.
+    path = tmp_path / "metrics.jsonl"
+    metrics.append_records(path, [{"step": 1, "note": "é"}])
+    with path.open("ab") as file:
+        file.write(json.dumps({"step": 2, "note": "é"}, ensure_ascii=False).encode()[:-3])
+    assert metrics.read_metrics(path) == [{"step": 1, "note": "é"}]
