@@ -543,12 +543,19 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
         os.close(page_fd)
         job = pickle.loads(data)
         del data
-        # Descriptors 0-2 of its own: the template's /dev/null is one open file shared by every job, and a lock
-        # a job attached to it (flock, F_OFD_SETLK) outlived the job, piling up and passing notes to later jobs.
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
+        # Descriptors 0-2 on pipes of its own, whose other ends are closed: reads find the end at once and
+        # writes fail (EPIPE; SIGPIPE is ignored). The template's /dev/null was one open file shared by every
+        # job, and locks a job attached to it (flock, F_OFD_SETLK) outlived the job and passed notes to later
+        # jobs; any /dev/null shares the device's inode, where running jobs would see each other's locks.
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        os.dup2(read_end, 0)
+        os.close(read_end)
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
         walls.enter_root(plan)
         os.dup2(result_fd, 3)
         if life_fd is not None:

@@ -60,7 +60,6 @@ from helpers.runs import (
     is_main_process,
     latest_checkpoint,
     nothing_to_resume,
-    rank_console,
     run_folder_lock,
     saved_config,
     world_size,
@@ -307,7 +306,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             log_path = start_log(config.training.output_dir, args)
         else:
             logging.getLogger("helpers").setLevel(logging.WARNING)  # rank 0 speaks for the run
-            rank_console(config.training.output_dir)  # the others' banners go to console-rank<N>.log
         processes = f" ({world_size()} processes, these settings in each)" if world_size() > 1 else ""
         say(f"profile {config.training.profile}: {config.profile_reason}{processes}")
         if main_process:

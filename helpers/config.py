@@ -1,7 +1,7 @@
 """Every default of the project, as dataclasses: the game, the sandbox, the rewards, training.
 
 The notebook, the command line and the tests all build their settings from here, so a default lives
-in exactly one place. Hardware profiles (`dgx-spark`, `h100`, `cpu`, `cpu-tiny`) are functions that
+in exactly one place. Hardware profiles (`dgx-spark`, `h100`, `h200`, `cpu`, `cpu-tiny`) are functions that
 return a `TrainingConfig`; `make_config()` picks one (explicitly, from the `GPT_OSS_2048_PROFILE`
 environment variable, or by detecting the GPU) and applies overrides. Game presets (`GAME_PRESETS`)
 name the 2048 variants; `make_config(preset="4x4-512")` trains on one. This module imports no torch:
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 PROFILE_ENV = "GPT_OSS_2048_PROFILE"
-"""Environment variable that selects a hardware profile (`dgx-spark`, `h100`, `cpu`, `cpu-tiny`)."""
+"""Environment variable that selects a hardware profile (`dgx-spark`, `h100`, `h200`, `cpu`, `cpu-tiny`)."""
 
 
 @dataclass(frozen=True)
@@ -286,11 +286,12 @@ def h100() -> TrainingConfig:
 def h200() -> TrainingConfig:
     """GPUs with 120 GiB or more (H200, B200): the `h100` settings without gradient checkpointing.
 
-    Unsloth's checkpointing moves activations to host memory and back; several processes doing it at the
-    same moments slowed a DDP step by 3.3 s on two H200s and 5.7 s on four. Without it, four H200s made
-    31.77 completions/s against 27.15 (3.98x one H200 instead of 3.39x), two 15.19 against 14.50, and one
-    ran as fast either way (7.99 and 8.00), at 92-94 GiB of GPU memory instead of 64-69, more than an 80 GB
-    H100 holds. The measurements: benchmarks/RESULTS.md, "Four H200s, and gradient checkpointing off".
+    With Unsloth's checkpointing (which moves activations to host memory and back) a DDP step took 3.3 s more
+    than one GPU alone on two H200s and 5.7 s more on four; without it, four H200s made 31.77 completions/s
+    against 27.15 (3.98x one H200 instead of 3.39x), two 15.19 against 14.50, and one ran as fast either way
+    (7.99 and 8.00), at 89.6-92.2 GiB of GPU memory instead of 64.1-67.3, more than an 80 GB H100 holds. On one
+    GPU it gains nothing and leaves 48 GiB of an H200 free instead of 73; `gradient_checkpointing=unsloth`
+    gives the room back. The measurements: benchmarks/RESULTS.md, "Four H200s, and gradient checkpointing off".
     """
     return replace(h100(), profile="h200", output_dir="outputs/h200", gradient_checkpointing="false")
 

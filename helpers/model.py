@@ -165,7 +165,7 @@ def first_step_note(config: Config | TrainingConfig) -> str | None:
     if size == 0:
         return (
             f"the first step compiles GPU kernels into {folder} (empty now): expect several minutes "
-            "before its line (--set logprob_recompute=true, the h100 profile's choice, cuts it to about 2; see "
+            "before its line (--set logprob_recompute=true, the h100 and h200 profiles' choice, cuts it to about 2; see "
             "README); later runs with the same settings reuse them"
         )
     return (

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import statistics
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from typing import Any
 from helpers.config import Config, training_seeds
 from helpers.evaluate import baseline_scores
 from helpers.metrics import append_records, completions_path
+from helpers.runs import process_rank
 from helpers.sandbox import (
     MAX_SOURCE_CHARS,
     GameResult,
@@ -347,8 +347,8 @@ def _log_completions(
     completions: list[Any], found: list[Verdict], config: Config, seeds: tuple[int, ...], step: int
 ) -> None:
     """Append one record per completion to the run's `completions.jsonl` (one file per process)."""
-    rank = os.environ.get("RANK", "0")
-    path = completions_path(config.training.output_dir, None if rank == "0" else rank)
+    rank = process_rank()
+    path = completions_path(config.training.output_dir, str(rank) if rank else None)
     records = []
     for index, (completion, verdict) in enumerate(zip(completions, found, strict=True)):
         text = _completion_text(completion)

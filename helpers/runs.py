@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import (
+    PROFILES,
     Config,
     GameConfig,
     RewardConfig,
@@ -73,7 +74,12 @@ log = logging.getLogger(__name__)
 
 
 def process_rank() -> int:
-    """This process's rank among the training processes (`accelerate launch` sets RANK); 0 alone."""
+    """This process's rank among the training processes (`accelerate launch` sets RANK); 0 alone.
+
+    A process is alone when WORLD_SIZE says so or is not set, whatever a stray RANK says.
+    """
+    if world_size() == 1:
+        return 0
     try:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
@@ -87,7 +93,10 @@ def is_main_process() -> bool:
 
 def world_size() -> int:
     """Training processes in all (WORLD_SIZE), 1 when not launched by accelerate or torchrun."""
-    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
 
 
 def local_processes() -> int:
@@ -95,28 +104,40 @@ def local_processes() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
-def rank_console(output_dir: str | os.PathLike) -> Path | None:
+def rank_console(output_dir: str | os.PathLike, wait_s: float = 30.0) -> Path | None:
     """In a process of rank N > 0, send standard output to `<output_dir>/console-rank<N>.log`, appended.
 
     Every process of a several-GPU run prints the same banners (Unsloth, about 18 lines each); rank 0 speaks
     for the run, so the others' standard output goes to a file of their own, where nothing is lost. Their
-    standard error (warnings, errors, tracebacks) still reaches the console. Returns the file; None in rank 0,
-    or where the file cannot be opened (a warning says so, and the output stays on the console).
+    standard error (warnings, errors, tracebacks) still reaches the console. Called once the run folder's
+    checks have passed; the folder is rank 0's to make, so this waits up to `wait_s` for it and never makes it.
+    Returns the file; None in rank 0, or where the file cannot be used (a warning says so, and the output
+    stays on the console).
     """
     rank = process_rank()
     if rank == 0:
         return None
-    path = Path(output_dir) / f"console-rank{rank}.log"
+    folder = Path(output_dir)
+    deadline = time.monotonic() + wait_s
+    while not folder.is_dir():
+        if time.monotonic() > deadline:
+            log.warning("rank %d prints on the console: %s was not made within %g s", rank, folder, wait_s)
+            return None
+        time.sleep(0.2)
+    path = folder / f"console-rank{rank}.log"
+    descriptor = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError as error:
-        log.warning("rank %d prints on the console: %s cannot be opened (%s)", rank, path, error)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        if descriptor != 1:  # descriptor 1 itself, so that what C libraries print goes there too
+            os.dup2(descriptor, 1)
+            os.close(descriptor)
+    except (OSError, ValueError) as error:
+        if descriptor is not None and descriptor != 1:
+            os.close(descriptor)
+        log.warning("rank %d prints on the console: %s cannot be used (%s)", rank, path, error)
         return None
-    sys.stdout.flush()
-    # the descriptor itself, so that what C libraries print goes there too
-    os.dup2(descriptor, sys.stdout.fileno())
-    os.close(descriptor)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"=== {started} rank {rank} of {world_size()}: this process's standard output", flush=True)
     return path
@@ -257,9 +278,35 @@ def saved_config(
     return replace(config, profile_reason=f"the settings saved with the run in {run_dir}")
 
 
+EARLIER_FOLDERS = {"h200": ("h100",)}
+"""Profiles' folders where another profile's runs went before it existed: H200s trained into outputs/h100."""
+
+
+def earlier_run(folder: str | os.PathLike) -> tuple[Path, Path] | None:
+    """(folder, latest checkpoint) of a run an earlier version put where this profile's folder now stands.
+
+    `folder` is a profile's default (`outputs/<profile>`): GPU runs went to `outputs/` before each profile had
+    its own folder, and H200 runs to `outputs/h100` before the `h200` profile. None when neither holds one.
+    """
+    folder = Path(folder)
+    if folder.name not in PROFILES:
+        return None
+    for before in (folder.parent, *(folder.parent / name for name in EARLIER_FOLDERS.get(folder.name, ()))):
+        checkpoint = latest_checkpoint(before) if (before / RUN_CONFIG_FILE).is_file() else None
+        if checkpoint is not None:
+            return before, checkpoint
+    return None
+
+
 def nothing_to_resume(folder: str | os.PathLike) -> str:
     """Why `folder` holds no checkpoint a resume can start from, in words."""
     folder = Path(folder)
+    earlier = earlier_run(folder)
+    if not folder.is_dir() and earlier is not None:
+        return (
+            f"nothing to resume: {folder} does not exist; an earlier run is in {earlier[0]} (latest: "
+            f"{earlier[1].name}): resume it with --output-dir {earlier[0]} --resume"
+        )
     if not folder.is_dir():
         return f"nothing to resume: {folder} does not exist"
     broken = ", ".join(path.name for path in incomplete_checkpoints(folder))
@@ -319,18 +366,16 @@ def prepare_run_folder(config: Config, resume: bool | str, write: bool = True) -
                 "command line, resume=True in Python. For a new run, another output folder: --output-dir, or "
                 "output_dir= in make_config."
             )
-        before = folder.parent  # where every GPU profile trained before each profile had its own folder
-        if write and folder.name == config.training.profile and (before / RUN_CONFIG_FILE).is_file():
-            earlier = latest_checkpoint(before)
-            if earlier is not None:
-                log.warning(
-                    "an earlier run is in %s (latest: %s), where GPU runs went before each profile had its own "
-                    "folder; this starts a new run in %s. To continue that one instead: --output-dir %s --resume",
-                    before,
-                    earlier.name,
-                    folder,
-                    before,
-                )
+        earlier = earlier_run(folder) if folder.name == config.training.profile else None
+        if write and earlier is not None:
+            log.warning(
+                "an earlier run is in %s (latest: %s), where an earlier version put this profile's runs; this "
+                "starts a new run in %s. To continue that one instead: --output-dir %s --resume",
+                earlier[0],
+                earlier[1].name,
+                folder,
+                earlier[0],
+            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for old in (metrics_path(folder), completions_path(folder)):
             if write and old.is_file():

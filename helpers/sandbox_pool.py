@@ -39,6 +39,7 @@ from pathlib import Path
 
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
+from helpers.runs import is_main_process
 from helpers.sandbox_replay import Replayers, replayer_count, start_interpreter
 from helpers.sandbox_rules import (
     ALWAYS,
@@ -654,7 +655,7 @@ def _report(walls: Walls) -> None:
     line = str(walls)
     if line not in _reported:
         _reported.add(line)
-        if os.environ.get("RANK", "0") in ("0", ""):  # of several training processes, rank 0 speaks
+        if is_main_process():  # of several training processes, rank 0 speaks
             print(line, flush=True)
 
 

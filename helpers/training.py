@@ -55,6 +55,7 @@ from helpers.runs import (
     latest_checkpoint,
     local_processes,
     prepare_run_folder,
+    rank_console,
     run_folder_lock,
     world_size,
     write_model_card,
@@ -548,6 +549,7 @@ def _train(
         )
     if checkpoint is not None:  # a damaged save is named, with the checkpoint before it, before a model loads
         check_adapter(checkpoint)
+    rank_console(config.training.output_dir)  # ranks above 0: their banners go to console-rank<N>.log
     start_reward_pool(config)
     import_unsloth_if_used(config)
     from transformers import PrinterCallback

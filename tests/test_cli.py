@@ -490,9 +490,15 @@ def test_two_machines_sharing_the_run_folder_train_one_run(tiny_model_dir, tmp_p
         )
         for machine in (0, 1)
     ]
-    (first_out, first_err), (second_out, second_err) = (
-        machine.communicate(timeout=300) for machine in machines
-    )
+    try:
+        (first_out, first_err), (second_out, second_err) = (
+            machine.communicate(timeout=300) for machine in machines
+        )
+    finally:
+        for machine in machines:  # a launcher left running (a timeout) would keep its processes
+            if machine.poll() is None:
+                machine.kill()
+                machine.communicate()
     assert [machine.returncode for machine in machines] == [0, 0], first_err[-2000:] + second_err[-2000:]
     assert sum(line.startswith("trained to step 2") for line in first_out.splitlines()) == 1
     assert "(2 processes, these settings in each)" in first_out
@@ -658,23 +664,33 @@ def test_a_second_training_in_a_folder_in_use_is_refused_before_it_writes(tmp_pa
 RANK_CONSOLE_PROBE = """
 import os, sys
 from helpers.runs import rank_console
-print("path:", rank_console(sys.argv[1]), flush=True)
+SETUP
+print("path:", rank_console(sys.argv[1], wait_s=0.5), flush=True)
 print("a banner")
-sys.stdout.flush()
+sys.stdout and sys.stdout.flush()
 os.write(1, b"from C\\n")
 print("a warning", file=sys.stderr)
 """
 
 
+def _rank_probe(folder, rank="1", world="2", setup=""):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": rank, "WORLD_SIZE": world}
+    if world is None:
+        env.pop("WORLD_SIZE")
+    probe = RANK_CONSOLE_PROBE.replace("SETUP", setup)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(folder)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.mark.parametrize("rank", ["0", "3"])
 def test_ranks_above_zero_print_into_a_file_of_their_own(tmp_path, rank):
     folder = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": rank, "WORLD_SIZE": "4"}
+    folder.mkdir()  # rank 0's to make
     for _ in range(2):  # a second start (a resume) appends
-        result = subprocess.run(
-            [sys.executable, "-c", RANK_CONSOLE_PROBE, str(folder)], env=env, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr
+        result = _rank_probe(folder, rank, "4")
         assert result.stderr == "a warning\n"  # warnings and errors still reach the console
     file = folder / f"console-rank{rank}.log"
     if rank == "0":
@@ -686,18 +702,44 @@ def test_ranks_above_zero_print_into_a_file_of_their_own(tmp_path, rank):
         assert text.count("a banner\nfrom C\n") == 2 and f"path: {file}" in text
 
 
-def test_a_rank_whose_console_file_cannot_be_opened_keeps_the_console(tmp_path):
-    (tmp_path / "run").write_text("a file where the folder would be")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": "1", "WORLD_SIZE": "2"}
-    result = subprocess.run(
-        [sys.executable, "-c", RANK_CONSOLE_PROBE, str(tmp_path / "run")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+def test_a_rank_keeps_the_console_where_its_file_cannot_be_used(tmp_path):
+    # The folder never made (rank 0 refused the run): nothing is made in its place.
+    result = _rank_probe(tmp_path / "never")
+    assert result.stdout == "path: None\na banner\nfrom C\n" and not (tmp_path / "never").exists()
+    assert "rank 1 prints on the console: " in result.stderr and "was not made within" in result.stderr
+    # A folder where the file would be.
+    (tmp_path / "run" / "console-rank1.log").mkdir(parents=True)
+    result = _rank_probe(tmp_path / "run")
     assert result.stdout == "path: None\na banner\nfrom C\n"
-    assert "rank 1 prints on the console" in result.stderr
+    assert "console-rank1.log cannot be used" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["sys.stdout = None", "import io; sys.stdout = io.StringIO()", "os.close(1)"],
+    ids=["no-stdout", "stdout-without-descriptor", "descriptor-1-closed"],
+)
+def test_a_rank_with_an_odd_standard_output_still_writes_its_file(tmp_path, setup):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    result = _rank_probe(folder, setup=setup)
+    assert result.stdout == "" and result.stderr == "a warning\n"
+    text = (folder / "console-rank1.log").read_text()
+    assert "from C\n" in text  # descriptor 1 is the file in every case
+
+
+def test_a_stray_rank_without_a_world_size_is_a_lone_main_process(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    result = _rank_probe(folder, rank="3", world=None)
+    assert result.stdout == "path: None\na banner\nfrom C\n" and not list(folder.iterdir())
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (runs_module.process_rank(), runs_module.is_main_process()) == (0, True)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert (runs_module.process_rank(), runs_module.is_main_process()) == (3, False)
+    monkeypatch.setenv("WORLD_SIZE", "many")
+    assert runs_module.world_size() == 1
 
 
 def test_the_folder_lock_nests_in_one_process_and_leaves_no_folder_it_made(tmp_path):

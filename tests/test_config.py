@@ -125,6 +125,13 @@ def test_the_h200_profile_is_the_h100_one_without_gradient_checkpointing():
     assert 97871 < cfg.H200_MIB <= 143771
 
 
+def test_every_profile_that_loads_gpt_oss_20b_is_a_gpu_profile():
+    from helpers.model import GPU_PROFILES
+
+    loads_20b = {name for name, make in cfg.PROFILES.items() if "gpt-oss-20b" in make().model_name}
+    assert loads_20b == set(GPU_PROFILES)
+
+
 def test_every_profile_trains_into_its_own_folder():
     # The dashboard lists outputs/*/metrics.jsonl, and a GPU run never mixes with the compile cache or a CPU run.
     for name, make in cfg.PROFILES.items():

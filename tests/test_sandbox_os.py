@@ -530,6 +530,7 @@ def test_of_several_training_processes_only_rank_zero_reports_the_walls(monkeypa
     walls = sandbox_pool.Walls(active=("seccomp",), missing={}, details={})
     monkeypatch.setattr(sandbox_pool, "_reported", set())
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     sandbox_pool._report(walls)
     assert capsys.readouterr().out == ""
     monkeypatch.setattr(sandbox_pool, "_reported", set())

@@ -3,7 +3,8 @@
 A job that got past the Python walls could
 - attach locks (`flock`, `fcntl(F_OFD_SETLK)`) to its descriptors 0-2, which were the template's one `/dev/null`
   shared by every job: the locks outlived the job, piled up in kernel memory no limit counts, and carried a number
-  from one job to a later one. Now each job opens a `/dev/null` of its own, and its locks end with it;
+  from one job to a later one. A `/dev/null` of each job's own still shares the inode, where jobs running at once
+  see each other's locks (the review's finding); now descriptors 0-2 are pipes of the job's own;
 - take the host's whole kernel-AIO quota with one `io_setup` (and force the host's disks to write back with
   `sync`): those calls now end the job;
 - create POSIX timers by the tens of thousands (kernel memory outside `RLIMIT_AS`): its `RLIMIT_SIGPENDING` is 0.
@@ -31,7 +32,7 @@ import ctypes, struct
 def strategy(board):
     libc = ctypes.CDLL(None, use_errno=True)
     lock = ctypes.create_string_buffer(struct.pack('hhqqi4x', 1, 0, 10**12 + 4242, 1, 0))  # a write lock at 4242
-    raise RuntimeError(f'set {libc.fcntl(0, 37, lock)}')  # F_OFD_SETLK on descriptor 0
+    raise RuntimeError(f'set {libc.fcntl(1, 37, lock)}')  # F_OFD_SETLK on descriptor 1
 """
 
 FIND_A_LOCK = """
@@ -39,7 +40,7 @@ import ctypes, struct
 def strategy(board):
     libc = ctypes.CDLL(None, use_errno=True)
     probe = ctypes.create_string_buffer(struct.pack('hhqqi4x', 1, 0, 10**12, 0, 0))  # from 10**12 to the end
-    libc.fcntl(0, 5, probe)  # F_GETLK: a lock another open file holds there conflicts with this one
+    libc.fcntl(1, 5, probe)  # F_GETLK: a lock another open file holds there conflicts with this one
     kind, _, start, _, _ = struct.unpack('hhqqi4x', probe.raw[:32])
     raise RuntimeError(f'found type {kind} at {start - 10**12}')
 """
@@ -54,6 +55,53 @@ def test_a_lock_a_job_leaves_on_its_descriptors_ends_with_it():
     assert "4242" not in found.error
 
 
+HOLD_A_LOCK = """
+import ctypes, struct, time
+def strategy(board):
+    libc = ctypes.CDLL(None, use_errno=True)
+    lock = ctypes.create_string_buffer(struct.pack('hhqqi4x', 1, 0, 10**12 + 4242, 1, 0))
+    made = libc.fcntl(1, 37, lock)  # F_OFD_SETLK on descriptor 1, held while the other job looks
+    time.sleep(1.5)
+    raise RuntimeError(f'held {made}')
+"""
+
+FIND_A_LOCK_WHILE_HELD = FIND_A_LOCK.replace(
+    "def strategy(board):\n", "def strategy(board):\n    import time; time.sleep(0.5)\n"
+)
+
+
+def test_jobs_running_at_once_see_no_lock_of_each_other():
+    # A /dev/null of each job's own was not enough: locks live on the inode, which every /dev/null shares.
+    from helpers.sandbox_pool import Job, get_pool
+
+    config = SandboxConfig(call_timeout=3.0, game_timeout=4.0, max_workers=2)
+    holder, finder = get_pool(config).run(
+        [
+            Job(HOLD_A_LOCK, GameBoard(seed=1), config, python_walls=False),
+            Job(FIND_A_LOCK_WHILE_HELD, GameBoard(seed=1), config, python_walls=False),
+        ]
+    )
+    assert holder.error.endswith("held 0"), holder.error
+    assert "found type 2 at" in finder.error, finder.error
+
+
+def test_a_job_reads_nothing_and_writes_nowhere_on_descriptors_0_to_2():
+    source = """
+import os
+def strategy(board):
+    read = os.read(0, 10)
+    try:
+        os.write(2, b"x")
+    except OSError as error:
+        raise RuntimeError(f'read {read!r} write errno {error.errno}')
+    raise RuntimeError('written')
+"""
+    result = _play_unchecked(source, GameBoard(seed=1), SandboxConfig(call_timeout=2.0), python_walls=False)
+    assert result.error.endswith("read b'' write errno 32"), (
+        result.error
+    )  # EPIPE, and the job lived to say it
+
+
 def _seccomp_only() -> SandboxConfig:
     config = SandboxConfig(call_timeout=0.5, game_timeout=2.0, os_walls=("seccomp",))
     walls = walls_in_force(config)
@@ -66,6 +114,9 @@ NUMBERS = {  # (x86-64, aarch64), from the kernels' tables, apart from helpers.s
     "io_setup": (206, 0),
     "io_submit": (209, 2),
     "io_getevents": (208, 4),
+    "io_destroy": (207, 1),
+    "io_cancel": (210, 3),
+    "io_pgetevents": (333, 292),
     "sync": (162, 81),
     "syncfs": (306, 267),
 }

@@ -249,6 +249,27 @@ def test_the_bitsandbytes_optimisers_are_transformers_own():
     assert {name.value for name in trainer_optimizer._BITSANDBYTES_OPTIMIZERS} == BNB_OPTIMISERS
 
 
+@pytest.mark.parametrize("where", ["h100", ""], ids=["h100-folder", "outputs-itself"])
+def test_a_run_an_earlier_version_put_elsewhere_is_named(tmp_path, caplog, where):
+    # H200s trained into outputs/h100 before the h200 profile; every GPU profile into outputs/ before that.
+    outputs = tmp_path / "outputs"
+    before = outputs / where if where else outputs
+    (before / "checkpoint-2").mkdir(parents=True)
+    (before / "checkpoint-2" / runs.COMPLETE_MARK).write_text("{}")
+    (before / runs.RUN_CONFIG_FILE).write_text(
+        json.dumps(as_dict(make_config("h100", output_dir=str(before))))
+    )
+    config = make_config("h200", output_dir=str(outputs / "h200"))
+    with pytest.raises(RunFolderError) as refused:
+        runs.prepare_run_folder(config, resume=True)
+    assert f"an earlier run is in {before} (latest: checkpoint-2)" in str(refused.value)
+    assert f"--output-dir {before} --resume" in str(refused.value)
+    with caplog.at_level(logging.WARNING, logger="helpers"):
+        runs.prepare_run_folder(config, resume=False)
+    assert "this starts a new run in" in caplog.text and f"--output-dir {before} --resume" in caplog.text
+    assert runs.earlier_run(tmp_path / "mine") is None  # a folder that is no profile's own succeeds nothing
+
+
 def test_resume_needs_a_checkpoint(tmp_path):
     config = make_config("cpu-tiny", output_dir=str(tmp_path / "empty"))
     with pytest.raises(RunFolderError, match="nothing to resume: .* does not exist"):
