@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import pytest
+
 from helpers.config import SandboxConfig
 from helpers.rewards import explain
-from helpers.sandbox import GameResult, check_source, play_batch
+from helpers.sandbox import GameResult, check_source, play_batch, walls_in_force
 
 FAST = SandboxConfig(call_timeout=0.5, game_timeout=2.0)
 """Short limits: the strategies of these tests report at once (most raise what they found)."""
+
+
+def seccomp_only() -> SandboxConfig:
+    """FAST behind the seccomp wall alone (the test is skipped, with the reason, where seccomp is missing)."""
+    config = SandboxConfig(call_timeout=0.5, game_timeout=2.0, os_walls=("seccomp",))
+    walls = walls_in_force(config)
+    if "seccomp" not in walls:
+        pytest.skip(f"seccomp is not available here: {walls.missing.get('seccomp', 'not reported')}")
+    return config
+
+
+SECCOMP_ENDED = "forbidden operation at run time: a system call the sandbox forbids (seccomp)"
+"""The error of a game whose strategy made a system call the seccomp wall forbids."""
+
+
+def job_limits(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The resource limits a job asks of the kernel (`_set_limits`), read without setting them here."""
+    from helpers import _sandbox_worker
+
+    asked: dict = {}
+    monkeypatch.setattr(
+        _sandbox_worker.resource, "setrlimit", lambda which, limits: asked.update({which: limits})
+    )
+    _sandbox_worker._set_limits(256, 5.0)
+    return asked
 
 
 def said(source: str, seed: int = 1) -> str:

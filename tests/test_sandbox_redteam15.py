@@ -13,20 +13,12 @@ import resource
 import sys
 
 import pytest
+from redteam import SECCOMP_ENDED, job_limits, seccomp_only
 
-from helpers.config import SandboxConfig
 from helpers.game import GameBoard
-from helpers.sandbox import _play_unchecked, walls_in_force
+from helpers.sandbox import _play_unchecked
 
 LINUX = sys.platform.startswith("linux")
-
-
-def _seccomp_only() -> SandboxConfig:
-    config = SandboxConfig(call_timeout=0.5, game_timeout=2.0, os_walls=("seccomp",))
-    walls = walls_in_force(config)
-    if "seccomp" not in walls:
-        pytest.skip(f"seccomp is not available here: {walls.missing.get('seccomp', 'not reported')}")
-    return config
 
 
 @pytest.mark.parametrize(
@@ -41,23 +33,14 @@ def _seccomp_only() -> SandboxConfig:
 )
 def test_seccomp_wall_no_change_to_the_jobs_scheduling(call):
     source = f"import os\ndef strategy(board):\n    {call}\n    return 'x'\n"
-    result = _play_unchecked(source, GameBoard(seed=1), _seccomp_only(), python_walls=False)
-    assert (result.state, result.error) == (
-        "rejected",
-        "forbidden operation at run time: a system call the sandbox forbids (seccomp)",
-    )
+    result = _play_unchecked(source, GameBoard(seed=1), seccomp_only(), python_walls=False)
+    assert (result.state, result.error) == ("rejected", SECCOMP_ENDED)
 
 
 def test_a_job_has_no_real_time_or_higher_priority_whatever_the_host_grants(monkeypatch):
     # This machine grants neither (both limits are 0 here, and raising them needs CAP_SYS_RESOURCE), so the
     # job's own limits are read from what `_set_limits` asks of the kernel.
-    from helpers import _sandbox_worker
-
-    asked = {}
-    monkeypatch.setattr(
-        _sandbox_worker.resource, "setrlimit", lambda which, limits: asked.update({which: limits})
-    )
-    _sandbox_worker._set_limits(256, 5.0)
+    asked = job_limits(monkeypatch)
     assert asked[resource.RLIMIT_RTPRIO] == (0, 0)
     assert asked[resource.RLIMIT_NICE] == (0, 0)
     assert asked[resource.RLIMIT_NPROC] == (0, 0) and asked[resource.RLIMIT_AS] == (256 << 20, 256 << 20)

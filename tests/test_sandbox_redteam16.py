@@ -19,10 +19,11 @@ import resource
 import sys
 
 import pytest
+from redteam import SECCOMP_ENDED, job_limits, seccomp_only
 
 from helpers.config import SandboxConfig
 from helpers.game import GameBoard
-from helpers.sandbox import _play_unchecked, walls_in_force
+from helpers.sandbox import _play_unchecked
 
 LINUX = sys.platform.startswith("linux")
 pytestmark = pytest.mark.skipif(not LINUX, reason="the operating-system walls are Linux's")
@@ -102,14 +103,6 @@ def strategy(board):
     )  # EPIPE, and the job lived to say it
 
 
-def _seccomp_only() -> SandboxConfig:
-    config = SandboxConfig(call_timeout=0.5, game_timeout=2.0, os_walls=("seccomp",))
-    walls = walls_in_force(config)
-    if "seccomp" not in walls:
-        pytest.skip(f"seccomp is not available here: {walls.missing.get('seccomp', 'not reported')}")
-    return config
-
-
 NUMBERS = {  # (x86-64, aarch64), from the kernels' tables, apart from helpers.sandbox_walls._SYSCALLS
     "io_setup": (206, 0),
     "io_submit": (209, 2),
@@ -137,11 +130,8 @@ def test_seccomp_wall_no_kernel_aio_and_no_writing_back_the_hosts_disks(name):
         "import ctypes\ndef strategy(board):\n"
         f"    ctypes.CDLL(None).syscall({_number(name)}, {args})\n    return 'x'\n"
     )
-    result = _play_unchecked(source, GameBoard(seed=1), _seccomp_only(), python_walls=False)
-    assert (result.state, result.error) == (
-        "rejected",
-        "forbidden operation at run time: a system call the sandbox forbids (seccomp)",
-    )
+    result = _play_unchecked(source, GameBoard(seed=1), seccomp_only(), python_walls=False)
+    assert (result.state, result.error) == ("rejected", SECCOMP_ENDED)
 
 
 def test_a_job_cannot_create_posix_timers():
@@ -158,13 +148,7 @@ def strategy(board):
 
 
 def test_the_jobs_limits_hold_no_pending_signals(monkeypatch):
-    from helpers import _sandbox_worker
-
-    asked = {}
-    monkeypatch.setattr(
-        _sandbox_worker.resource, "setrlimit", lambda which, limits: asked.update({which: limits})
-    )
-    _sandbox_worker._set_limits(256, 5.0)
+    asked = job_limits(monkeypatch)
     assert asked[resource.RLIMIT_SIGPENDING] == (0, 0)
 
 
