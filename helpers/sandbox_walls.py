@@ -217,6 +217,10 @@ _SYSCALLS = {  # name: (x86-64, aarch64); None where the architecture has no suc
     "io_pgetevents": (333, 292),
     "sync": (162, 81),  # the host's disks written back at a job's will
     "syncfs": (306, 267),
+    "kcmp": (312, 272),  # calls that reach another process by its pid (red team 17)
+    "get_robust_list": (274, 100),
+    "move_pages": (279, 239),
+    "migrate_pages": (256, 238),
     "rt_sigaction": (13, 134),
     "open": (2, None),
     "creat": (85, None),
@@ -228,6 +232,18 @@ FAILING_SYSCALLS = ("open", "creat", "openat", "openat2", "rt_sigaction")
 passing, for instance to show a traceback); every other call in `_SYSCALLS` kills it. `rt_sigaction`: a
 Python signal handler is handed the frame it interrupts, with no audit event, so a job installs none (`signal.signal`
 raises); a timer's signal then only ends the job (red team 11 read the game's generator from such a frame)."""
+
+
+ARGUMENT_CHECKS = {  # name: (x86-64, aarch64) numbers, the argument looked at, the values that end the job
+    "fcntl": ((72, 25), 1, (8, 15, 10)),  # F_SETOWN, F_SETOWN_EX, F_SETSIG: SIGIO (any signal) to another pid
+}
+"""Calls the job may make, except with these arguments (the low 32 bits of the argument are compared). Without a
+PID namespace `fcntl(F_SETOWN, pid)` and `O_ASYNC` made the kernel send SIGKILL to any process of the job's user
+(red team 17 killed the trainer and other jobs)."""
+
+OWN_PID_ONLY = {"prlimit64": ((302, 261), 0)}
+"""Calls the job may make on itself only (that argument, a pid, must be 0): without a PID namespace
+`prlimit64(pid, ...)` set another process's limits (red team 17 left the trainer unable to write a file)."""
 
 
 @dataclass
@@ -341,6 +357,24 @@ def seccomp_program(machine: str | None = None) -> bytes:
     ]
     if column == 0:  # the x32 table shares the architecture with x86-64
         head.append(_instruction(jump_ge, 0, 1, _X32_SYSCALL_BIT))
+        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
+    for (
+        calls,
+        argument,
+        values,
+    ) in ARGUMENT_CHECKS.values():  # each block returns: the number is reloaded after
+        values_at = len(values)
+        head.append(_instruction(jump_eq, 0, values_at + 3, calls[column]))
+        head.append(_instruction(load_word, 0, 0, 16 + 8 * argument))  # seccomp_data.args[argument], low word
+        for index, value in enumerate(values):
+            head.append(_instruction(jump_eq, values_at - index, 0, value))
+        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ALLOW))
+        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
+    for calls, argument in OWN_PID_ONLY.values():
+        head.append(_instruction(jump_eq, 0, 4, calls[column]))
+        head.append(_instruction(load_word, 0, 0, 16 + 8 * argument))
+        head.append(_instruction(jump_eq, 0, 1, 0))
+        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ALLOW))
         head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
     checks = len(killed) + len(failing)
     body = []
