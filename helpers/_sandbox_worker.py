@@ -562,8 +562,7 @@ def _run_job(plan: walls.Plan, copies: dict, fds: list[int], life_fd: int | None
             os.dup2(life_fd, 4)
         os.closerange(4 if life_fd is None else 5, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 6))
         _set_limits(job["memory_mb"], job["game_timeout"])
-        walls.seal(plan)
-        walls.die_with_parent()  # again: changing the user cleared it
+        walls.seal(plan)  # death with the parent again (changing the user cleared it), before seccomp
         orphan = select.select([4], [], [], 0)[0] if life_fd is not None else os.getppid() != parent
         if life_fd is not None:
             os.close(4)

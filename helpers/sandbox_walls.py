@@ -221,6 +221,11 @@ _SYSCALLS = {  # name: (x86-64, aarch64); None where the architecture has no suc
     "get_robust_list": (274, 100),
     "move_pages": (279, 239),
     "migrate_pages": (256, 238),
+    "quotactl_fd": (443, 443),  # calls of newer kernels that change files or reach paths (red team 18)
+    "setxattrat": (463, 463),
+    "removexattrat": (466, 466),
+    "open_tree_attr": (467, 467),
+    "file_setattr": (469, 469),
     "rt_sigaction": (13, 134),
     "open": (2, None),
     "creat": (85, None),
@@ -234,12 +239,23 @@ Python signal handler is handed the frame it interrupts, with no audit event, so
 raises); a timer's signal then only ends the job (red team 11 read the game's generator from such a frame)."""
 
 
+NEWEST_CALL = 469
+"""The newest system call this list was written against (`file_setattr`, Linux 6.17): a job's call of a higher
+number, one a newer kernel added, fails with ENOSYS instead of passing unexamined (red team 18 found four
+such calls, from 6.13-6.17, changing files where the filter predated them)."""
+
 ARGUMENT_CHECKS = {  # name: (x86-64, aarch64) numbers, the argument looked at, the values that end the job
     "fcntl": ((72, 25), 1, (8, 15, 10)),  # F_SETOWN, F_SETOWN_EX, F_SETSIG: SIGIO (any signal) to another pid
+    "prctl": (
+        (157, 167),
+        0,
+        (1, 62),
+    ),  # PR_SET_PDEATHSIG (cleared, a job outlived its trainer), PR_SCHED_CORE
 }
 """Calls the job may make, except with these arguments (the low 32 bits of the argument are compared). Without a
 PID namespace `fcntl(F_SETOWN, pid)` and `O_ASYNC` made the kernel send SIGKILL to any process of the job's user
-(red team 17 killed the trainer and other jobs)."""
+(red team 17 killed the trainer and other jobs). A job that cleared its parent-death signal outlived a trainer
+killed with SIGKILL, holding its memory (red team 18); `PR_SCHED_CORE` acts on other pids."""
 
 OWN_PID_ONLY = {"prlimit64": ((302, 261), 0)}
 """Calls the job may make on itself only (that argument, a pid, must be 0): without a PID namespace
@@ -358,6 +374,8 @@ def seccomp_program(machine: str | None = None) -> bytes:
     if column == 0:  # the x32 table shares the architecture with x86-64
         head.append(_instruction(jump_ge, 0, 1, _X32_SYSCALL_BIT))
         head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
+    head.append(_instruction(jump_ge, 0, 1, NEWEST_CALL + 1))  # a call newer than this list: ENOSYS
+    head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS))
     for (
         calls,
         argument,
@@ -654,12 +672,17 @@ def enter_pid_namespace() -> int:
 
 def seal(plan: Plan) -> None:
     """The job's own walls after its root: not dumpable (no core dump, no ptrace by its own user), the
-    user (or capabilities), then no new privileges and seccomp."""
+    user (or capabilities), death with its parent (the user change cleared it; seccomp then keeps a job from
+    clearing it), then no new privileges and seccomp."""
     if sys.platform.startswith("linux"):
         prctl(PR_SET_DUMPABLE, 0)
     if plan.user is not None:
         drop_user(plan.user)
     if plan.drop_capabilities:
         drop_capabilities()
+    elif plan.user is None and sys.platform.startswith("linux") and os.geteuid() == 0:
+        with contextlib.suppress(OSError):  # root without the user wall: no capabilities either (red team 18)
+            drop_capabilities()
+    die_with_parent()
     if plan.seccomp is not None:
         install_seccomp(plan.seccomp)
