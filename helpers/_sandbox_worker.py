@@ -193,7 +193,11 @@ def _build_class(func: object, name: object, *bases: object, **keywords: object)
     read any attribute). Refused after: a class that derives from `type` (`class M(typing.Type)`, red team
     6); it is checked as made, so a base that answers differently when asked twice changes nothing.
     A metaclass called with a dict makes classes whose dunders come from strings (red teams 3, 5, 6).
+    Keyword names are plain strings: a `str` subclass whose hash and equality changed between this check and
+    the real `__build_class__` passed a `metaclass=` through (red team 19).
     """
+    if any(builtins.type(key) is not str for key in keywords):
+        raise TypeError("a class in the sandbox takes keyword names that are plain strings")
     if "metaclass" in keywords:
         raise TypeError("a class in the sandbox takes no metaclass")
     meta = type
