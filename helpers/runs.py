@@ -91,17 +91,22 @@ def is_main_process() -> bool:
     return process_rank() == 0
 
 
-def world_size() -> int:
-    """Training processes in all (WORLD_SIZE), 1 when not launched by accelerate or torchrun."""
+def _processes_from(variable: str) -> int:
+    """A count of processes that the launcher set in `variable`; 1 when unset, empty or not a number."""
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        return max(1, int(os.environ.get(variable) or 1))
     except ValueError:
         return 1
 
 
+def world_size() -> int:
+    """Training processes in all (WORLD_SIZE), 1 when not launched by accelerate or torchrun."""
+    return _processes_from("WORLD_SIZE")
+
+
 def local_processes() -> int:
     """Training processes on this machine (LOCAL_WORLD_SIZE), 1 when not launched by accelerate."""
-    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return _processes_from("LOCAL_WORLD_SIZE")
 
 
 def rank_console(output_dir: str | os.PathLike, wait_s: float = 30.0) -> Path | None:
@@ -301,14 +306,14 @@ def earlier_run(folder: str | os.PathLike) -> tuple[Path, Path] | None:
 def nothing_to_resume(folder: str | os.PathLike) -> str:
     """Why `folder` holds no checkpoint a resume can start from, in words."""
     folder = Path(folder)
-    earlier = earlier_run(folder)
-    if not folder.is_dir() and earlier is not None:
+    if not folder.is_dir():
+        earlier = earlier_run(folder)
+        if earlier is None:
+            return f"nothing to resume: {folder} does not exist"
         return (
             f"nothing to resume: {folder} does not exist; an earlier run is in {earlier[0]} (latest: "
             f"{earlier[1].name}): resume it with --output-dir {earlier[0]} --resume"
         )
-    if not folder.is_dir():
-        return f"nothing to resume: {folder} does not exist"
     broken = ", ".join(path.name for path in incomplete_checkpoints(folder))
     if broken:
         return f"nothing to resume in {folder}: its only checkpoints were left incomplete ({broken})"

@@ -244,22 +244,17 @@ NEWEST_CALL = 469
 number, one a newer kernel added, fails with ENOSYS instead of passing unexamined (red team 18 found four
 such calls, from 6.13-6.17, changing files where the filter predated them)."""
 
-ARGUMENT_CHECKS = {  # name: (x86-64, aarch64) numbers, the argument looked at, the values that end the job
-    "fcntl": ((72, 25), 1, (8, 15, 10)),  # F_SETOWN, F_SETOWN_EX, F_SETSIG: SIGIO (any signal) to another pid
-    "prctl": (
-        (157, 167),
-        0,
-        (1, 62),
-    ),  # PR_SET_PDEATHSIG (cleared, a job outlived its trainer), PR_SCHED_CORE
+ARGUMENT_CHECKS = {  # name: (x86-64, aarch64), the argument looked at, its values, whether they are the only allowed
+    "fcntl": ((72, 25), 1, (8, 15, 10), False),  # F_SETOWN, F_SETOWN_EX, F_SETSIG: SIGIO to another pid
+    "prctl": ((157, 167), 0, (1, 62), False),  # PR_SET_PDEATHSIG (a job outlived its trainer), PR_SCHED_CORE
+    "prlimit64": ((302, 261), 0, (0,), True),  # on itself only (pid 0)
 }
-"""Calls the job may make, except with these arguments (the low 32 bits of the argument are compared). Without a
-PID namespace `fcntl(F_SETOWN, pid)` and `O_ASYNC` made the kernel send SIGKILL to any process of the job's user
-(red team 17 killed the trainer and other jobs). A job that cleared its parent-death signal outlived a trainer
-killed with SIGKILL, holding its memory (red team 18); `PR_SCHED_CORE` acts on other pids."""
-
-OWN_PID_ONLY = {"prlimit64": ((302, 261), 0)}
-"""Calls the job may make on itself only (that argument, a pid, must be 0): without a PID namespace
-`prlimit64(pid, ...)` set another process's limits (red team 17 left the trainer unable to write a file)."""
+"""Calls the job may make, except with some arguments (the low 32 bits of the argument are compared): the values
+listed end the job, or, marked True, every value but those. Without a PID namespace `fcntl(F_SETOWN, pid)` and
+`O_ASYNC` made the kernel send SIGKILL to any process of the job's user, and `prlimit64(pid, ...)` set another
+process's limits (red team 17 killed the trainer and other jobs, and left the trainer unable to write a file). A
+job that cleared its parent-death signal outlived a trainer killed with SIGKILL, holding its memory (red team
+18); `PR_SCHED_CORE` acts on other pids."""
 
 
 @dataclass
@@ -376,24 +371,18 @@ def seccomp_program(machine: str | None = None) -> bytes:
         head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
     head.append(_instruction(jump_ge, 0, 1, NEWEST_CALL + 1))  # a call newer than this list: ENOSYS
     head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS))
-    for (
-        calls,
-        argument,
-        values,
-    ) in ARGUMENT_CHECKS.values():  # each block returns: the number is reloaded after
-        values_at = len(values)
-        head.append(_instruction(jump_eq, 0, values_at + 3, calls[column]))
+    for calls, argument, values, only in ARGUMENT_CHECKS.values():  # each block returns, so `nr` stays loaded
+        listed, other = (
+            (_SECCOMP_RET_ALLOW, _SECCOMP_RET_KILL_PROCESS)
+            if only
+            else (_SECCOMP_RET_KILL_PROCESS, _SECCOMP_RET_ALLOW)
+        )
+        head.append(_instruction(jump_eq, 0, len(values) + 3, calls[column]))
         head.append(_instruction(load_word, 0, 0, 16 + 8 * argument))  # seccomp_data.args[argument], low word
         for index, value in enumerate(values):
-            head.append(_instruction(jump_eq, values_at - index, 0, value))
-        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ALLOW))
-        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
-    for calls, argument in OWN_PID_ONLY.values():
-        head.append(_instruction(jump_eq, 0, 4, calls[column]))
-        head.append(_instruction(load_word, 0, 0, 16 + 8 * argument))
-        head.append(_instruction(jump_eq, 0, 1, 0))
-        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_ALLOW))
-        head.append(_instruction(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS))
+            head.append(_instruction(jump_eq, len(values) - index, 0, value))  # to the `listed` return
+        head.append(_instruction(ret, 0, 0, other))
+        head.append(_instruction(ret, 0, 0, listed))
     checks = len(killed) + len(failing)
     body = []
     for index, number in enumerate(killed + failing):
